@@ -1,0 +1,5 @@
+"""`python -m sbrbench` runs the command line."""
+
+from sbrbench.cli import main
+
+main()

@@ -1,0 +1,48 @@
+"""Options and output helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sbrbench.errors import NotAvailableError
+
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Data directory (default: $SBRBENCH_DATA_DIR, else the platform cache dir).",
+        show_default=False,
+    ),
+]
+ResultsDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--results-dir",
+        help="Where run records and leaderboards go (default: $SBRBENCH_RESULTS_DIR, else ./results).",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else there.")]
+
+
+def emit_json(obj: Any) -> None:
+    """Write `obj` as one JSON object on stdout."""
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def stdout_console(json_mode: bool = False) -> Any:
+    """A rich console for human output: stdout normally, stderr when stdout carries JSON."""
+    from rich.console import Console
+
+    return Console(stderr=json_mode, highlight=False)
+
+
+def not_available(what: str, issue: str) -> None:
+    """Fail clearly for a feature that is planned but not built yet."""
+    raise NotAvailableError(f"{what} is not available yet in this version of sbrbench ({issue})")

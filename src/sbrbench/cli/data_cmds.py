@@ -1,0 +1,30 @@
+"""Data commands: datasets, download, preprocess, export."""
+
+from __future__ import annotations
+
+from sbrbench.cli import app
+from sbrbench.cli.common import not_available
+
+
+@app.command()
+def datasets() -> None:
+    """List the dataset registry with status (downloaded / processed)."""
+    not_available("`sbrbench datasets`", "data foundation")
+
+
+@app.command()
+def download() -> None:
+    """Download a dataset's files with checksum verification."""
+    not_available("`sbrbench download`", "data foundation")
+
+
+@app.command()
+def preprocess() -> None:
+    """Turn raw or published data into a processed dataset."""
+    not_available("`sbrbench preprocess`", "data foundation")
+
+
+@app.command()
+def export() -> None:
+    """Write a processed dataset in another codebase's layout."""
+    not_available("`sbrbench export`", "data foundation")

@@ -1,0 +1,1 @@
+"""Data layer: registry of datasets, downloads, raw formats, protocols and the processed dataset."""

@@ -1,0 +1,301 @@
+"""The processed dataset: every split of every protocol in one compact, memory-friendly type.
+
+Sessions (or user sequences) are stored once, as a flat item array with CSR offsets. A split is a
+list of examples, each a pair (session index, position): the example's input is the session's
+items before `position` and its target is the item at `position` (the *remaining items* are those
+from `position` on). This one representation expresses the SR-GNN prefix augmentation (any order,
+e.g. longest prefix first), fractions of augmented examples (Yoochoose 1/64), leave-one-out on
+user sequences and published (prefix, target) files, without materialising lists of lists.
+
+Item ids are 1..n_items-1; id 0 is padding and never a candidate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sbrbench.errors import DataError
+from sbrbench.io import atomic_write_json, sha256_file
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class Split:
+    """Examples of one split: example i reads session `session[i]` up to (excluding) `pos[i]`."""
+
+    session: np.ndarray  # int32 (N,)
+    pos: np.ndarray  # int32 (N,), >= 1
+
+    def __len__(self) -> int:
+        return int(self.session.shape[0])
+
+    def take(self, index: np.ndarray) -> Split:
+        """The sub-split of the examples at `index` (order kept as given)."""
+        return Split(self.session[index], self.pos[index])
+
+
+@dataclass
+class Examples:
+    """Flat view of a split for batching: prefix i is `items[start[i] : start[i] + length[i]]`."""
+
+    start: np.ndarray  # int64 (N,)
+    length: np.ndarray  # int64 (N,)
+    target: np.ndarray  # int64 (N,)
+    session_end: np.ndarray  # int64 (N,), end offset of the example's session (remaining items)
+
+
+@dataclass
+class ProcessedDataset:
+    """A dataset after preprocessing: sessions, splits of examples, optional users and item text."""
+
+    name: str
+    protocol: str
+    n_items: int  # ids 0..n_items-1, 0 = padding; the catalogue is 1..n_items-1
+    items: np.ndarray  # int32 flat clicks of every session
+    offsets: np.ndarray  # int64 (n_sessions + 1,)
+    splits: dict[str, Split]
+    session_time: np.ndarray | None = None  # float64 unix seconds per session (NaN unknown)
+    session_user: np.ndarray | None = None  # int64 user index per session (-1 anonymous)
+    item_keys: list[str] | None = None  # original id of each item id (index 0 = "")
+    item_text: list[str] | None = None  # text of each item id (index 0 = "")
+    info: dict[str, Any] = field(default_factory=dict)  # protocol options, sources, notes
+
+    # ---- shape -------------------------------------------------------------------------------
+    @property
+    def n_sessions(self) -> int:
+        """Number of stored sessions (all splits)."""
+        return int(self.offsets.shape[0] - 1)
+
+    @property
+    def catalogue_size(self) -> int:
+        """Number of candidate items (ids 1..n_items-1)."""
+        return self.n_items - 1
+
+    def session(self, i: int) -> np.ndarray:
+        """Items of session `i`."""
+        return self.items[self.offsets[i] : self.offsets[i + 1]]
+
+    def split(self, name: str) -> Split:
+        """The split `name`; a clear error if this dataset has no such split."""
+        try:
+            return self.splits[name]
+        except KeyError:
+            raise DataError(
+                f"dataset {self.name!r} ({self.protocol}) has no {name!r} split; "
+                f"it has: {', '.join(self.splits)}"
+            ) from None
+
+    def examples(self, name: str) -> Examples:
+        """Flat arrays describing the split's examples (vectorised, no Python loop)."""
+        sp = self.split(name)
+        sess = sp.session.astype(np.int64)
+        start = self.offsets[sess]
+        length = sp.pos.astype(np.int64)
+        target = self.items[start + length].astype(np.int64)
+        return Examples(start=start, length=length, target=target, session_end=self.offsets[sess + 1])
+
+    def prefixes(self, name: str) -> tuple[list[list[int]], list[int]]:
+        """The split as Python (prefixes, targets) lists — for export and tests, not hot paths."""
+        ex = self.examples(name)
+        items = self.items.tolist()
+        seqs = [items[s : s + n] for s, n in zip(ex.start.tolist(), ex.length.tolist())]
+        return seqs, ex.target.tolist()
+
+    def split_sessions(self, name: str) -> np.ndarray:
+        """Sorted unique indices of the sessions that the split's examples read."""
+        return np.unique(self.split(name).session)
+
+    def train_sequences(self) -> tuple[np.ndarray, np.ndarray]:
+        """CSR (items, offsets) of the training part of each training session.
+
+        For each session read by a training example, the items up to and including the last
+        training target. Dataset-level graphs must be built from this only, so validation and
+        test transitions never leak into them.
+        """
+        sp = self.split("train")
+        if len(sp) == 0:
+            return np.zeros(0, np.int32), np.zeros(1, np.int64)
+        order = np.argsort(sp.session, kind="stable")
+        sess_sorted = sp.session[order]
+        last = np.r_[sess_sorted[1:] != sess_sorted[:-1], True]
+        # max pos per session
+        maxpos = np.maximum.reduceat(sp.pos[order], np.r_[0, np.flatnonzero(last[:-1]) + 1])
+        sessions = sess_sorted[last].astype(np.int64)
+        starts = self.offsets[sessions]
+        lens = maxpos.astype(np.int64) + 1
+        out_off = np.r_[0, np.cumsum(lens)]
+        idx = np.repeat(starts - out_off[:-1], lens) + np.arange(out_off[-1])
+        return self.items[idx], out_off
+
+    # ---- statistics ----------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """The headline counts printed by `preprocess --json` and stored in the manifest."""
+        out: dict[str, int] = {
+            "train_sessions": int(self.split_sessions("train").shape[0]) if "train" in self.splits else 0,
+        }
+        for name in SPLITS:
+            out[f"{name}_examples"] = len(self.splits[name]) if name in self.splits else 0
+        for name in ("valid", "test"):
+            out[f"{name}_sessions"] = (
+                int(self.split_sessions(name).shape[0]) if name in self.splits else 0
+            )
+        out["items"] = self.catalogue_size
+        tr_items, _ = self.train_sequences()
+        out["items_seen_in_train"] = int(np.unique(tr_items).shape[0])
+        out["clicks"] = int(self.items.shape[0])
+        if self.session_user is not None:
+            users = self.session_user[self.session_user >= 0]
+            out["users"] = int(np.unique(users).shape[0])
+        return out
+
+    # ---- persistence ----------------------------------------------------------------------------
+    def save(self, directory: str | Path, sources: dict[str, str] | None = None) -> dict[str, Any]:
+        """Write the dataset to `directory` atomically (a temp dir renamed into place).
+
+        Returns the manifest written. `sources` maps source file names to their sha256.
+        """
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            arrays: dict[str, np.ndarray] = {
+                "items": np.ascontiguousarray(self.items, dtype=np.int32),
+                "offsets": np.ascontiguousarray(self.offsets, dtype=np.int64),
+            }
+            for name, sp in self.splits.items():
+                arrays[f"split_{name}_session"] = sp.session.astype(np.int32)
+                arrays[f"split_{name}_pos"] = sp.pos.astype(np.int32)
+            if self.session_time is not None:
+                arrays["session_time"] = self.session_time.astype(np.float64)
+            if self.session_user is not None:
+                arrays["session_user"] = self.session_user.astype(np.int64)
+            np.savez(tmp / "arrays.npz", **arrays)
+            if self.item_keys is not None or self.item_text is not None:
+                with open(tmp / "items.json", "w", encoding="utf-8") as fh:
+                    json.dump({"keys": self.item_keys, "text": self.item_text}, fh)
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "dataset": self.name,
+                "protocol": self.protocol,
+                "n_items": self.n_items,
+                "splits": list(self.splits),
+                "counts": self.counts(),
+                "arrays_sha256": sha256_file(tmp / "arrays.npz"),
+                "sources": sources or {},
+                "info": self.info,
+            }
+            atomic_write_json(tmp / "manifest.json", manifest)
+            _replace_dir(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return manifest
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ProcessedDataset:
+        """Load a dataset written by `save`; a clear `DataError` if it is missing or damaged."""
+        directory = Path(directory)
+        mpath = directory / "manifest.json"
+        if not mpath.is_file():
+            raise DataError(f"no processed dataset at {directory} (manifest.json missing)")
+        try:
+            manifest = json.loads(mpath.read_text(encoding="utf-8"))
+            version = manifest["format_version"]
+        except (ValueError, KeyError) as exc:
+            raise DataError(f"damaged manifest {mpath}: {exc}") from None
+        if version != FORMAT_VERSION:
+            raise DataError(
+                f"{directory} was written by format version {version}; this sbrbench reads "
+                f"{FORMAT_VERSION}: run `sbrbench preprocess` again"
+            )
+        try:
+            with np.load(directory / "arrays.npz", allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise DataError(f"damaged arrays in {directory}: {exc}") from None
+        splits = {
+            name: Split(arrays[f"split_{name}_session"], arrays[f"split_{name}_pos"])
+            for name in manifest["splits"]
+        }
+        keys = text = None
+        ipath = directory / "items.json"
+        if ipath.is_file():
+            meta = json.loads(ipath.read_text(encoding="utf-8"))
+            keys, text = meta.get("keys"), meta.get("text")
+        return cls(
+            name=manifest["dataset"],
+            protocol=manifest["protocol"],
+            n_items=int(manifest["n_items"]),
+            items=arrays["items"],
+            offsets=arrays["offsets"],
+            splits=splits,
+            session_time=arrays.get("session_time"),
+            session_user=arrays.get("session_user"),
+            item_keys=keys,
+            item_text=text,
+            info=manifest.get("info", {}),
+        )
+
+
+def manifest_checksum(directory: str | Path) -> str:
+    """sha256 of a processed dataset's manifest.json (which pins the arrays' sha256)."""
+    return sha256_file(Path(directory) / "manifest.json")
+
+
+def from_sequences(
+    name: str,
+    protocol: str,
+    sessions: list[np.ndarray] | list[list[int]],
+    *,
+    n_items: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Pack a list of sessions into CSR (items int32, offsets int64) and the n_items to use."""
+    lens = np.fromiter((len(s) for s in sessions), dtype=np.int64, count=len(sessions))
+    offsets = np.zeros(len(sessions) + 1, dtype=np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    items = (
+        np.concatenate([np.asarray(s, dtype=np.int64) for s in sessions]).astype(np.int32)
+        if sessions
+        else np.zeros(0, np.int32)
+    )
+    max_id = int(items.max()) if items.size else 0
+    if items.size and int(items.min()) < 1:
+        raise DataError(f"{name}: item ids must be >= 1 (0 is padding)")
+    return items, offsets, (n_items if n_items is not None else max_id + 1)
+
+
+def augment_all_prefixes(offsets: np.ndarray, session_index: np.ndarray, longest_first: bool = True) -> Split:
+    """Prefix augmentation of the given sessions: (s, k) for k = 1..len-1, SR-GNN order by default.
+
+    Longest prefix first within each session, sessions in the given order (SR-GNN `process_seqs`).
+    """
+    session_index = np.asarray(session_index, dtype=np.int64)
+    lens = (offsets[session_index + 1] - offsets[session_index]).astype(np.int64)
+    n_ex = np.maximum(lens - 1, 0)
+    total = int(n_ex.sum())
+    sess = np.repeat(session_index, n_ex).astype(np.int32)
+    first = np.repeat(np.cumsum(n_ex) - n_ex, n_ex)
+    k = np.arange(total, dtype=np.int64) - first  # 0..n_ex-1 within each session
+    pos = (np.repeat(lens, n_ex) - 1 - k) if longest_first else (k + 1)
+    return Split(sess, pos.astype(np.int32))
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move `src` into place as `dst`, replacing an existing `dst` with no moment of a partial one."""
+    if dst.exists():
+        trash = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, trash)
+        os.replace(src, dst)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(src, dst)
