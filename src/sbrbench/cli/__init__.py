@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 # Importing the command modules registers their commands on `app` (order = help order).
-from sbrbench.cli import data_cmds, eval_cmds, train_cmds  # noqa: E402,F401
+from sbrbench.cli import download_cmds, data_cmds, train_cmds, eval_cmds  # noqa: E402,F401,I001
 
 
 def main(argv: list[str] | None = None) -> None:

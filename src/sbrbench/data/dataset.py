@@ -139,17 +139,29 @@ class ProcessedDataset:
 
     # ---- statistics ----------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        """The headline counts printed by `preprocess --json` and stored in the manifest."""
+        """The headline counts printed by `preprocess --json` and stored in the manifest.
+
+        `train_sessions`/`train_examples` count the protocol's whole training set (what the
+        papers train on); `valid_*` count the part of it held out for model selection, and
+        `fit_examples` the rest, which sbrbench fits on when selecting on validation.
+        """
+        def n_sess(*names: str) -> int:
+            parts = [self.splits[n].session for n in names if n in self.splits]
+            return int(np.unique(np.concatenate(parts)).shape[0]) if parts else 0
+
+        def n_ex(name: str) -> int:
+            return len(self.splits[name]) if name in self.splits else 0
+
         out: dict[str, int] = {
-            "train_sessions": int(self.split_sessions("train").shape[0]) if "train" in self.splits else 0,
+            "train_sessions": n_sess("train", "valid"),
+            "train_examples": n_ex("train") + n_ex("valid"),
+            "fit_examples": n_ex("train"),
+            "valid_sessions": n_sess("valid"),
+            "valid_examples": n_ex("valid"),
+            "test_sessions": n_sess("test"),
+            "test_examples": n_ex("test"),
+            "items": self.catalogue_size,
         }
-        for name in SPLITS:
-            out[f"{name}_examples"] = len(self.splits[name]) if name in self.splits else 0
-        for name in ("valid", "test"):
-            out[f"{name}_sessions"] = (
-                int(self.split_sessions(name).shape[0]) if name in self.splits else 0
-            )
-        out["items"] = self.catalogue_size
         tr_items, _ = self.train_sequences()
         out["items_seen_in_train"] = int(np.unique(tr_items).shape[0])
         out["clicks"] = int(self.items.shape[0])
