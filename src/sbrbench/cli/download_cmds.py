@@ -2,17 +2,74 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
 from sbrbench.cli import app
-from sbrbench.cli.common import not_available
+from sbrbench.cli.common import DataDirOpt, JsonOpt, emit_json, stdout_console
 
 
 @app.command()
-def datasets() -> None:
-    """List the dataset registry with status (downloaded / processed)."""
-    not_available("`sbrbench datasets`", "data foundation")
+def datasets(data_dir: DataDirOpt = None, json_out: JsonOpt = False) -> None:
+    """List the dataset registry with status (missing / downloaded / processed)."""
+    from sbrbench.data.download import list_datasets
+    from sbrbench.paths import data_dir as resolve
+
+    rows = list_datasets(data_dir)
+    if json_out:
+        emit_json({"data_dir": str(resolve(data_dir)), "datasets": rows})
+        return
+    from rich.table import Table
+
+    table = Table(title=f"datasets (data dir: {resolve(data_dir)})", title_justify="left")
+    for col in ("name", "protocol", "formats", "size", "status"):
+        table.add_column(col, justify="right" if col == "size" else "left", no_wrap=col == "name")
+    for r in rows:
+        status = r["status"] + (" (manual: --from)" if r["manual"] and r["status"] == "missing" else "")
+        table.add_row(r["name"], r["default_protocol"], ", ".join(r["formats"]), r["size"], status,
+                      style="dim" if r["status"] == "missing" else None)
+    stdout_console().print(table)
+
+
+SourceOpt = Annotated[str | None, typer.Option(
+    "--source", help="Source to fetch (default: the dataset's default source).", show_default=False)]
+MirrorOpt = Annotated[str | None, typer.Option(
+    "--mirror", show_default=False,
+    help="A directory or URL laid out like ../shared/datasets, tried first (default: $SBRBENCH_MIRROR).")]
+FromOpt = Annotated[Path | None, typer.Option(
+    "--from", show_default=False,
+    help="Copy the files from this file or directory instead (for login-walled sources).")]
 
 
 @app.command()
-def download() -> None:
-    """Download a dataset's files with checksum verification."""
-    not_available("`sbrbench download`", "data foundation")
+def download(
+    name: Annotated[str, typer.Argument(help="Dataset name (see `sbrbench datasets`).", show_default=False)],
+    source: SourceOpt = None,
+    mirror: MirrorOpt = None,
+    from_path: FromOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Fetch again even when a verified copy exists.")] = False,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Download a dataset's files, verify their sha256, and place them atomically in the data dir."""
+    from sbrbench.data.download import download as do_download
+    from sbrbench.data.registry import get_dataset
+    from sbrbench.paths import data_dir as resolve
+
+    spec = get_dataset(name)
+    src = spec.source(source)
+    err = stdout_console(json_mode=True)
+    err.print(f"{spec.name} ({src.name}): terms: {spec.licence}", soft_wrap=True)
+    records = do_download(spec.name, source=src.name, data_dir=data_dir, mirror=mirror,
+                          from_path=from_path, force=force, progress=not json_out)
+    if json_out:
+        emit_json({"dataset": spec.name, "source": src.name, "data_dir": str(resolve(data_dir)),
+                   "files": records})
+        return
+    out = stdout_console()
+    for r in records:
+        note = "" if r["pinned"] else "  (no pinned sha256: recorded this one)"
+        out.print(f"{r['status']:>10}  {r['path']}  {r['bytes']} B  sha256 {r['sha256']}{note}",
+                  soft_wrap=True)

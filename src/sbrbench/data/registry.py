@@ -23,8 +23,12 @@ Schema (one table per dataset under `[datasets.<name>]`)::
     urls = ["https://..."]         # direct download URLs (empty for manual sources)
 
     [datasets.diginetica.reference.srgnn]   # reference statistics per protocol (optional)
-    train_sessions = 186670
+    train_sessions = 186670                 # count names as in ProcessedDataset.counts()
     source = "counted from the GCE-GNN pickles"
+
+Validation also checks: paths are relative `a/b/c` paths, sha256 values are 64 hex digits, URLs
+are http(s):// or file://, roles and paths are unique within a source, and each reference table
+names a listed protocol and holds only numbers and strings.
 
 The mirror layout is the one of `../shared/datasets`: a mirror directory or URL holds each file
 at its `path`.
@@ -124,6 +128,44 @@ def _check_keys(table: dict[str, Any], allowed: dict[str, type], where: str,
         raise DataError(f"datasets.toml: {where} is missing {', '.join(sorted(missing))}")
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def _check_file(f: dict[str, Any], where: str) -> None:
+    path = f["path"]
+    parts = path.split("/")
+    if path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
+        raise DataError(f"datasets.toml: {where}.path must be a relative a/b/c path, got {path!r}")
+    sha = f.get("sha256")
+    if sha is not None and (len(sha) != 64 or not set(sha) <= _HEX):
+        raise DataError(f"datasets.toml: {where}.sha256 must be 64 lower-case hex digits")
+    if f.get("size") is not None and f["size"] < 0:
+        raise DataError(f"datasets.toml: {where}.size must be >= 0")
+    for url in f.get("urls", []):
+        if not isinstance(url, str) or not url.startswith(("https://", "http://", "file://")):
+            raise DataError(f"datasets.toml: {where}.urls must hold http(s):// or file:// URLs, got {url!r}")
+
+
+def _check_unique(values: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for v in values:
+        if v in seen:
+            raise DataError(f"datasets.toml: {what} {v!r} appears twice")
+        seen.add(v)
+
+
+def _check_reference(ref: dict[str, Any], protocols: list[str], where: str) -> None:
+    for proto, stats in ref.items():
+        rwhere = f"{where}.reference.{proto}"
+        if proto not in protocols:
+            raise DataError(f"datasets.toml: {rwhere} names a protocol the dataset does not list")
+        if not isinstance(stats, dict):
+            raise DataError(f"datasets.toml: {rwhere} must be a table")
+        for key, value in stats.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise DataError(f"datasets.toml: {rwhere}.{key} must be a number or a string")
+
+
 def parse_registry(doc: dict[str, Any]) -> dict[str, DatasetSpec]:
     """Validate a parsed `datasets.toml` document and build the specs."""
     _check_keys(doc, {"datasets": dict}, "the top level", {"datasets"})
@@ -149,14 +191,20 @@ def parse_registry(doc: dict[str, Any]) -> dict[str, DatasetSpec]:
                 _check_keys(f, _FILE_KEYS, fwhere, {"path", "role"})
                 if "sha256" not in f and "manual" not in stable:
                     raise DataError(f"datasets.toml: {fwhere} needs a sha256 (only manual sources may omit it)")
+                _check_file(f, fwhere)
                 files.append(FileSpec(path=f["path"], role=f["role"], sha256=f.get("sha256"),
                                       size=f.get("size"), urls=tuple(f.get("urls", ()))))
+            _check_unique([f.role for f in files], f"{swhere}: file role")
+            _check_unique([f.path for f in files], f"{swhere}: file path")
             sources[sname] = SourceSpec(name=sname, format=stable["format"], files=tuple(files),
                                         manual=stable.get("manual"), options=stable.get("options", {}))
         if table["default_source"] not in sources:
             raise DataError(f"datasets.toml: {where}.default_source names no source")
+        if not table["protocols"] or not all(isinstance(p, str) for p in table["protocols"]):
+            raise DataError(f"datasets.toml: {where}.protocols must be a non-empty list of names")
         if table["default_protocol"] not in table["protocols"]:
             raise DataError(f"datasets.toml: {where}.default_protocol is not in its protocols")
+        _check_reference(table.get("reference", {}), table["protocols"], where)
         out[name] = DatasetSpec(
             name=name, description=table["description"], citation=table["citation"],
             licence=table["licence"], default_protocol=table["default_protocol"],
