@@ -68,6 +68,7 @@ class ProcessedDataset:
     session_user: np.ndarray | None = None  # int64 user index per session (-1 anonymous)
     item_keys: list[str] | None = None  # original id of each item id (index 0 = "")
     item_text: list[str] | None = None  # text of each item id (index 0 = "")
+    user_keys: list[str] | None = None  # original id of each user index (see `session_user`)
     info: dict[str, Any] = field(default_factory=dict)  # protocol options, sources, notes
 
     # ---- shape -------------------------------------------------------------------------------
@@ -122,14 +123,20 @@ class ProcessedDataset:
         training target. Dataset-level graphs must be built from this only, so validation and
         test transitions never leak into them.
         """
-        sp = self.split("train")
-        if len(sp) == 0:
+        return self.split_sequences(("train",))
+
+    def split_sequences(self, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """CSR (items, offsets) of each session read by the splits `names`, up to and including
+        the last target those splits read (sessions in index order)."""
+        parts = [self.splits[n] for n in names if n in self.splits and len(self.splits[n])]
+        if not parts:
             return np.zeros(0, np.int32), np.zeros(1, np.int64)
-        order = np.argsort(sp.session, kind="stable")
-        sess_sorted = sp.session[order]
+        session = np.concatenate([p.session for p in parts])
+        pos = np.concatenate([p.pos for p in parts])
+        order = np.argsort(session, kind="stable")
+        sess_sorted = session[order]
         last = np.r_[sess_sorted[1:] != sess_sorted[:-1], True]
-        # max pos per session
-        maxpos = np.maximum.reduceat(sp.pos[order], np.r_[0, np.flatnonzero(last[:-1]) + 1])
+        maxpos = np.maximum.reduceat(pos[order], np.r_[0, np.flatnonzero(last[:-1]) + 1])
         sessions = sess_sorted[last].astype(np.int64)
         starts = self.offsets[sessions]
         lens = maxpos.astype(np.int64) + 1
@@ -147,7 +154,7 @@ class ProcessedDataset:
         """
         def n_sess(*names: str) -> int:
             parts = [self.splits[n].session for n in names if n in self.splits]
-            return int(np.unique(np.concatenate(parts)).shape[0]) if parts else 0
+            return int(np.count_nonzero(np.bincount(np.concatenate(parts), minlength=self.n_sessions))) if parts else 0
 
         def n_ex(name: str) -> int:
             return len(self.splits[name]) if name in self.splits else 0
@@ -162,8 +169,8 @@ class ProcessedDataset:
             "test_examples": n_ex("test"),
             "items": self.catalogue_size,
         }
-        tr_items, _ = self.train_sequences()
-        out["items_seen_in_train"] = int(np.unique(tr_items).shape[0])
+        tr_items, _ = self.split_sequences(("train", "valid"))
+        out["items_seen_in_train"] = int(np.count_nonzero(np.bincount(tr_items, minlength=self.n_items)))
         out["clicks"] = int(self.items.shape[0])
         if self.session_user is not None:
             users = self.session_user[self.session_user >= 0]
@@ -171,10 +178,12 @@ class ProcessedDataset:
         return out
 
     # ---- persistence ----------------------------------------------------------------------------
-    def save(self, directory: str | Path, sources: dict[str, str] | None = None) -> dict[str, Any]:
+    def save(self, directory: str | Path, sources: dict[str, str] | None = None,
+             extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write the dataset to `directory` atomically (a temp dir renamed into place).
 
-        Returns the manifest written. `sources` maps source file names to their sha256.
+        Returns the manifest written. `sources` maps source file names to their sha256;
+        `extra` adds top-level manifest entries (statistics, warnings, options).
         """
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
@@ -195,6 +204,9 @@ class ProcessedDataset:
             if self.item_keys is not None or self.item_text is not None:
                 with open(tmp / "items.json", "w", encoding="utf-8") as fh:
                     json.dump({"keys": self.item_keys, "text": self.item_text}, fh)
+            if self.user_keys is not None:
+                with open(tmp / "users.json", "w", encoding="utf-8") as fh:
+                    json.dump({"keys": self.user_keys}, fh)
             manifest = {
                 "format_version": FORMAT_VERSION,
                 "dataset": self.name,
@@ -205,6 +217,7 @@ class ProcessedDataset:
                 "arrays_sha256": sha256_file(tmp / "arrays.npz"),
                 "sources": sources or {},
                 "info": self.info,
+                **(extra or {}),
             }
             atomic_write_json(tmp / "manifest.json", manifest)
             _replace_dir(tmp, directory)
@@ -244,6 +257,10 @@ class ProcessedDataset:
         if ipath.is_file():
             meta = json.loads(ipath.read_text(encoding="utf-8"))
             keys, text = meta.get("keys"), meta.get("text")
+        users = None
+        upath = directory / "users.json"
+        if upath.is_file():
+            users = json.loads(upath.read_text(encoding="utf-8")).get("keys")
         return cls(
             name=manifest["dataset"],
             protocol=manifest["protocol"],
@@ -255,6 +272,7 @@ class ProcessedDataset:
             session_user=arrays.get("session_user"),
             item_keys=keys,
             item_text=text,
+            user_keys=users,
             info=manifest.get("info", {}),
         )
 

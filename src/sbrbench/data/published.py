@@ -80,6 +80,7 @@ def build_from_srgnn_pickles(
     *,
     n_items: int | None = None,
     valid_fraction: float = 0.1,
+    longest_first: bool = True,
 ) -> ProcessedDataset:
     """Build the processed dataset from published SR-GNN-format data.
 
@@ -106,8 +107,8 @@ def build_from_srgnn_pickles(
     n_train = len(train_sessions)
     train_idx, valid_idx = split_recent(np.arange(n_train), valid_fraction)
     splits = {
-        "train": augment_all_prefixes(offsets, train_idx),
-        "valid": augment_all_prefixes(offsets, valid_idx),
+        "train": augment_all_prefixes(offsets, train_idx, longest_first),
+        "valid": augment_all_prefixes(offsets, valid_idx, longest_first),
         "test": Split((t_sess + n_train).astype(np.int32), t_pos),
     }
     ds = ProcessedDataset(
@@ -129,3 +130,52 @@ def split_recent(ordered_sessions: np.ndarray, fraction: float) -> tuple[np.ndar
     n = ordered_sessions.shape[0]
     n_valid = int(round(n * fraction))
     return ordered_sessions[: n - n_valid], ordered_sessions[n - n_valid :]
+
+
+def build_from_pairs(
+    name: str,
+    protocol: str,
+    train_prefixes: list[list[int]],
+    train_targets: list[int],
+    test_prefixes: list[list[int]],
+    test_targets: list[int],
+    *,
+    n_items: int | None = None,
+    valid_fraction: float = 0.1,
+) -> ProcessedDataset:
+    """Build from published (prefix, target) pairs for both splits (`train.txt` + `test.txt`).
+
+    Every example is kept one for one in its published order; consecutive prefixes of one
+    session share a stored session. The most recent `valid_fraction` of training sessions (the
+    tail of the file) becomes the validation split.
+    """
+    tr_sessions, tr_sess, tr_pos = group_pairs_into_sessions(train_prefixes, train_targets)
+    te_sessions, te_sess, te_pos = group_pairs_into_sessions(test_prefixes, test_targets)
+    all_sessions = tr_sessions + te_sessions
+    lens = np.fromiter((len(s) for s in all_sessions), dtype=np.int64, count=len(all_sessions))
+    offsets = np.zeros(len(all_sessions) + 1, dtype=np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    items = np.fromiter((x for s in all_sessions for x in s), dtype=np.int64, count=int(offsets[-1]))
+    if items.size and items.min() < 1:
+        raise DataError(f"{name}: item ids must be >= 1 (0 is padding)")
+    max_id = int(items.max()) if items.size else 0
+    if n_items is None:
+        n_items = max_id + 1
+    elif max_id >= n_items:
+        raise DataError(f"{name}: item id {max_id} exceeds the declared item space {n_items - 1}")
+    _, valid_idx = split_recent(np.arange(len(tr_sessions)), valid_fraction)
+    is_valid = np.isin(tr_sess, valid_idx)
+    train_all = Split(tr_sess, tr_pos)
+    return ProcessedDataset(
+        name=name,
+        protocol=protocol,
+        n_items=n_items,
+        items=items.astype(np.int32),
+        offsets=offsets,
+        splits={
+            "train": train_all.take(np.flatnonzero(~is_valid)),
+            "valid": train_all.take(np.flatnonzero(is_valid)),
+            "test": Split((te_sess + len(tr_sessions)).astype(np.int32), te_pos),
+        },
+        info={"valid_fraction": valid_fraction, "valid_rule": "most recent training sessions"},
+    )
