@@ -2,17 +2,127 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
 from sbrbench.cli import app
-from sbrbench.cli.common import not_available
+from sbrbench.cli.common import JsonOpt, ResultsDirOpt, emit_json, stdout_console
+from sbrbench.errors import SbrError
 
 
 @app.command()
-def evaluate() -> None:
+def evaluate(
+    run_dirs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="A run directory (results/runs/<dataset>/<model>/<run_id>); two with --compare.",
+                       show_default=False),
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="Split to evaluate: test or valid.")] = "test",
+    ks: Annotated[str, typer.Option("--ks", help="Cut-offs, comma-separated.")] = "5,10,20",
+    compare: Annotated[
+        bool, typer.Option("--compare", help="Compare RUN_A RUN_B with paired significance tests.")
+    ] = False,
+    metric: Annotated[str, typer.Option("--metric", help="Metric for --compare, e.g. MRR@20 or P@20.")] = "MRR@20",
+    recompute: Annotated[
+        bool, typer.Option("--recompute", help="Re-run the model from its checkpoint instead of stored ranks.")
+    ] = False,
+    gpu: Annotated[int | None, typer.Option("--gpu", help="Evaluate on CUDA device N.", show_default=False)] = None,
+    device: Annotated[str | None, typer.Option("--device", help="Torch device, e.g. cpu or cuda:1.",
+                                               show_default=False)] = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Re-evaluate a run on a split at any Ks; compare two runs with paired tests."""
-    not_available("`sbrbench evaluate`", "metrics issue")
+    from sbrbench import evaluate as ev
+
+    paths = run_dirs or []
+    if compare:
+        if len(paths) != 2:
+            raise SbrError(f"--compare needs exactly two run directories, got {len(paths)}")
+        res = ev.compare_runs(paths[0], paths[1], split=split, metric=metric)
+        _print_compare(res, json_out)
+        return
+    if len(paths) != 1:
+        raise SbrError(f"give one run directory to evaluate (or two with --compare), got {len(paths)}")
+    dev = ev.resolve_device(gpu, device) if (recompute or gpu is not None or device) else "cpu"
+    res = ev.evaluate_run_dir(paths[0], split=split, ks=ks, recompute=recompute, device=dev)
+    _print_metrics(res, json_out)
+
+
+def _print_metrics(res: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        emit_json(res)
+        return
+    from rich.table import Table
+
+    from sbrbench.metrics import METRICS
+
+    con = stdout_console(json_out)
+    ks = res["ks"]
+    t = Table(title=f"{res['model']} on {res['dataset']} ({res['protocol']}), {res['split']} split, "
+                    f"{res['n_examples']} examples — {res['source']}")
+    t.add_column("metric")
+    for k in ks:
+        t.add_column(f"@{k} (%)", justify="right")
+    for fam in METRICS:
+        vals = [res["metrics"].get(f"{fam}@{k}") for k in ks]
+        t.add_row(fam, *("–" if v is None else f"{100 * v:.2f}" for v in vals))
+    con.print(t)
+
+
+def _print_compare(res: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        emit_json(res)
+        return
+    from rich.table import Table
+
+    con = stdout_console(json_out)
+    t = Table(title=f"{res['metric']} on {res['split']} ({res['n_examples']} paired examples)")
+    for col in ("run", "model", "seed", f"{res['metric']} (%)"):
+        t.add_column(col, justify="right" if "%" in col else "left")
+    for tag in ("run_a", "run_b"):
+        r = res[tag]
+        t.add_row(f"{tag[-1].upper()}: {Path(r['run_dir']).name}", str(r["model"]), str(r["seed"]),
+                  f"{100 * r['mean']:.2f}")
+    con.print(t)
+    rel = f" ({100 * res['relative_diff']:+.1f}% relative)" if res["relative_diff"] is not None else ""
+    con.print(f"B − A = {100 * res['diff']:+.2f} points{rel}; B better on {res['wins_b']}, "
+              f"A better on {res['wins_a']}, equal on {res['ties']}")
+    con.print(f"Wilcoxon signed-rank p = {res['wilcoxon']['pvalue']:.3g}; "
+              f"paired t-test p = {res['ttest_rel']['pvalue']:.3g}")
 
 
 @app.command()
-def leaderboard() -> None:
+def leaderboard(
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Only this dataset.", show_default=False)] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option("--metric", help="Metric column (repeatable); default P@20 and MRR@20.", show_default=False),
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="Split whose metrics are aggregated.")] = "test",
+    results_dir: ResultsDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Aggregate runs into a leaderboard (mean ± std over seeds) beside published figures."""
-    not_available("`sbrbench leaderboard`", "metrics issue")
+    from sbrbench import leaderboard as lbm
+
+    lb = lbm.build_leaderboard(results_dir, dataset=dataset, metrics=metric, split=split)
+    md, cs = lbm.write_leaderboard(lb, results_dir)
+    if json_out:
+        emit_json({**lb.to_dict(), "markdown": str(md), "csv": str(cs)})
+        return
+    from rich.table import Table
+
+    con = stdout_console(json_out)
+    header, rows = lbm.display_rows(lb)
+    t = Table(title=f"sbrbench leaderboard ({lb.split} split, %, mean ± std over seeds)")
+    for h in header:
+        t.add_column(h, justify="right" if "%" in h or h == "n" else "left")
+    for r, cells in zip(lb.rows, rows):
+        t.add_row(*cells, style="yellow" if r["select_on"] == "test" else None)
+    con.print(t)
+    if any(r["select_on"] == "test" for r in lb.rows):
+        con.print("yellow rows: paper-compatible runs that selected their epoch on the test set (optimistic)")
+    con.print(f"{lb.n_runs} run(s) aggregated, {len(lb.skipped)} skipped (incomplete or unreadable); "
+              f"wrote {md} and {cs}")

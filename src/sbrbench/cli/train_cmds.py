@@ -2,20 +2,93 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
 from sbrbench.cli import app
-from sbrbench.cli.common import not_available
+from sbrbench.cli.common import DataDirOpt, JsonOpt, ResultsDirOpt, emit_json, not_available, stdout_console
+
+GpuOpt = Annotated[int | None, typer.Option("--gpu", help="Use GPU N (cuda:N).", show_default=False)]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu or cuda:N (default cpu).", show_default=False)]
+
+
+def _device(gpu: int | None, device: str | None) -> str:
+    from sbrbench.evaluate import resolve_device
+
+    return resolve_device(gpu, device)
 
 
 @app.command()
-def models() -> None:
-    """List the model registry."""
-    not_available("`sbrbench models`", "training engine")
+def models(json_out: JsonOpt = False) -> None:
+    """List the registered models with their hyper-parameters and training defaults."""
+    from sbrbench.models import MODELS, model_info
+
+    infos = [model_info(n) for n in MODELS.names()]
+    if json_out:
+        emit_json({"models": infos})
+        return
+    from rich.table import Table
+
+    table = Table("model", "kind", "hyper-parameters", "training defaults", "components")
+    for i in infos:
+        hp = ", ".join(f"{k}={v!r}" for k, v in i["hparams"].items()) or "-"
+        tr = ", ".join(f"{k}={v}" for k, v in i["train"].items()) or "-"
+        table.add_row(i["name"], "neural" if i["neural"] else "non-neural", hp, tr, ", ".join(i["components"]) or "-")
+    stdout_console().print(table)
 
 
 @app.command()
-def train() -> None:
-    """Train and evaluate a model on a processed dataset."""
-    not_available("`sbrbench train`", "training engine")
+def train(
+    model: Annotated[str | None, typer.Argument(help="Model name (see `sbrbench models`).", show_default=False)] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset name or processed directory.")] = None,
+    protocol: Annotated[str | None, typer.Option("--protocol", help="Preprocessing protocol.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Number of epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Training batch size.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.")] = None,
+    l2: Annotated[float | None, typer.Option("--l2", help="L2 penalty (Adam weight decay).")] = None,
+    patience: Annotated[int | None, typer.Option("--patience", help="Early-stopping patience (0: off).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 42,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeatable).")] = None,
+    select_on: Annotated[str, typer.Option("--select-on", help="valid (honest) or test (paper habit, recorded).")] = "valid",
+    metric: Annotated[str, typer.Option("--metric", help="Selection metric.")] = "MRR@20",
+    gpu: GpuOpt = None,
+    device: DeviceOpt = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted run directory.")] = None,
+    max_train_examples: Annotated[
+        int | None, typer.Option("--max-train-examples", help="Train on the first N training examples only.")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    results_dir: ResultsDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train (or fit) a model on a processed dataset and write a run record."""
+    from sbrbench.errors import SbrError
+    from sbrbench.models import parse_set_options
+    from sbrbench.train import train as run_train
+
+    if resume is None and (model is None or dataset is None):
+        raise SbrError("give a MODEL and --dataset, or --resume RUN_DIR")
+    dev = _device(gpu, device)
+    overrides: dict[str, object] = dict(parse_set_options(set_))
+    typed = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "l2": l2, "patience": patience}
+    overrides.update({k: v for k, v in typed.items() if v is not None})
+    rec = run_train(
+        model, dataset, protocol=protocol, data_dir=data_dir, results_dir=results_dir, overrides=overrides,
+        seed=seed, select_on=select_on, metric=metric, device=dev, max_train_examples=max_train_examples,
+        resume=resume, progress=True,
+    )
+    if json_out:
+        emit_json(rec)
+        return
+    con = stdout_console()
+    con.print(f"{rec['model']} on {rec['dataset']} ({rec['status']}, best epoch {rec['best_epoch']}, "
+              f"selected on {rec['select_on']}) → {rec['run_dir']}")
+    for split in ("valid", "test"):
+        m = rec.get(split)
+        if m:
+            con.print(f"  {split}: " + "  ".join(f"{k} {100 * v:.2f}" for k, v in m.items() if k.endswith("@20")))
 
 
 @app.command()
@@ -25,6 +98,25 @@ def ablate() -> None:
 
 
 @app.command()
-def reproduce() -> None:
-    """Reproduce a paper table next to the published figures."""
-    not_available("`sbrbench reproduce`", "training engine")
+def reproduce(
+    table: Annotated[str, typer.Argument(help="Table to reproduce, e.g. srgnn-table2.")],
+    budget: Annotated[str, typer.Option("--budget", help="full or ci (reduced).")] = "full",
+    datasets: Annotated[list[str] | None, typer.Option("--datasets", help="Only these datasets.")] = None,
+    select_on: Annotated[str, typer.Option("--select-on", help="valid or test.")] = "valid",
+    gpu: GpuOpt = None,
+    device: DeviceOpt = None,
+    data_dir: DataDirOpt = None,
+    results_dir: ResultsDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Reproduce a paper table: our figures beside the published ones."""
+    from sbrbench.reproduce import reproduce as run_reproduce
+
+    out = run_reproduce(
+        table, budget=budget, datasets=datasets, device=_device(gpu, device), data_dir=data_dir,
+        results_dir=results_dir, select_on=select_on, progress=True,
+    )
+    if json_out:
+        emit_json(out)
+    else:
+        stdout_console().print(out["markdown"])

@@ -1,0 +1,248 @@
+"""The leaderboard: run records → mean ± std over seeds, beside published figures.
+
+Runs are read from `<results>/runs/<dataset>/<model>/<run_id>/metrics.json`. Runs whose status is
+not "complete" (or whose record is unreadable) are skipped and counted. Runs are grouped by
+(dataset, protocol, model, select_on); when one seed was run several times only its latest run
+counts. Runs that selected their epoch on the test set ("paper-compatible", `select_on = "test"`)
+are reported apart from validation-selected runs: their numbers are optimistic by construction.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sbrbench import published
+from sbrbench.errors import SbrError
+from sbrbench.io import atomic_write_text
+from sbrbench.metrics import metrics_from_ranks, parse_metric
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METRICS = ("P@20", "MRR@20")
+MODES = {"valid": "validation-selected", "test": "paper-compatible (epoch selected on test)"}
+
+
+@dataclass
+class Leaderboard:
+    """Aggregated rows plus what was skipped; `rows` are plain dicts (see `build_leaderboard`)."""
+
+    metrics: list[str]
+    rows: list[dict[str, Any]]
+    n_runs: int
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    split: str = "test"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "metrics": self.metrics, "split": self.split, "n_runs": self.n_runs,
+            "n_skipped": len(self.skipped), "skipped": self.skipped, "rows": self.rows,
+        }
+
+
+def _canonical(metric: str) -> str:
+    fam, k = parse_metric(metric)
+    return f"{fam}@{k}"
+
+
+def _metric_values(run_dir: Path, rec: dict[str, Any], split: str, metrics: list[str]) -> dict[str, float]:
+    stored = rec.get(split) or {}
+    have: dict[str, float] = {}
+    if isinstance(stored, dict):
+        for key, v in stored.items():
+            try:
+                have[_canonical(str(key))] = float(v)
+            except (SbrError, TypeError, ValueError):
+                continue
+    missing = [m for m in metrics if m not in have]
+    rpath = run_dir / "ranks" / f"{split}.npy"
+    if missing and rpath.is_file():
+        from sbrbench.evaluate import load_ranks
+
+        ks = sorted({parse_metric(m)[1] for m in missing})
+        have.update({k: v for k, v in metrics_from_ranks(load_ranks(rpath), ks).items() if k not in have})
+    return {m: have[m] for m in metrics if m in have}
+
+
+def collect_runs(
+    results_root: Path, dataset: str | None = None, split: str = "test", metrics: list[str] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Read every run record under `results_root/runs`; returns (runs, skipped with reasons)."""
+    metrics = metrics or list(DEFAULT_METRICS)
+    runs: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    root = results_root / "runs"
+    pattern = f"{dataset}/*/*/metrics.json" if dataset else "*/*/*/metrics.json"
+    for mpath in sorted(root.glob(pattern)):
+        run_dir = mpath.parent
+        try:
+            rec = json.loads(mpath.read_text(encoding="utf-8"))
+            if not isinstance(rec, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            skipped.append({"run": str(run_dir), "reason": f"unreadable metrics.json ({str(exc).splitlines()[0]})"})
+            continue
+        status = rec.get("status")
+        if status != "complete":
+            skipped.append({"run": str(run_dir), "reason": f"status {status!r}"})
+            continue
+        try:
+            values = _metric_values(run_dir, rec, split, metrics)
+        except SbrError as exc:
+            skipped.append({"run": str(run_dir), "reason": str(exc)})
+            continue
+        if not values:
+            skipped.append({"run": str(run_dir), "reason": f"no {split} metrics"})
+            continue
+        runs.append({
+            "run_dir": str(run_dir),
+            "dataset": str(rec.get("dataset") or run_dir.parent.parent.name),
+            "model": str(rec.get("model") or run_dir.parent.name),
+            "protocol": str(rec.get("protocol") or "?"),
+            "select_on": str(rec.get("select_on") or "valid"),
+            "seed": rec.get("seed"),
+            "mtime": mpath.stat().st_mtime,
+            "values": values,
+        })
+    return runs, skipped
+
+
+def build_leaderboard(
+    results_root: str | Path | None = None,
+    dataset: str | None = None,
+    metrics: list[str] | tuple[str, ...] | None = None,
+    split: str = "test",
+) -> Leaderboard:
+    """Aggregate the runs under `results_root` (default `sbrbench.paths.results_dir()`).
+
+    Each row: dataset, protocol, model, select_on, mode, n (runs = seeds), seeds, and for each
+    metric M: `M` (mean, fraction), `M std` (sample std, NaN when n = 1), `M published`
+    (fraction or None) and `M source` (published table key). Sorted by dataset, protocol,
+    selection (validation first) and the first metric, best first.
+    """
+    from sbrbench.paths import results_dir
+
+    root = results_dir(results_root)
+    mets = [_canonical(m) for m in (metrics or DEFAULT_METRICS)]
+    runs, skipped = collect_runs(root, dataset, split, mets)
+    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in runs:
+        key = (r["dataset"], r["protocol"], r["model"], r["select_on"], r["seed"] if r["seed"] is not None else r["run_dir"])
+        if key not in latest or r["mtime"] > latest[key]["mtime"]:
+            latest[key] = r
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    for r in latest.values():
+        groups.setdefault((r["dataset"], r["protocol"], r["model"], r["select_on"]), []).append(r)
+    rows: list[dict[str, Any]] = []
+    for (ds, proto, model, sel), rs in groups.items():
+        row: dict[str, Any] = {
+            "dataset": ds, "protocol": proto, "model": model, "select_on": sel,
+            "mode": MODES.get(sel, sel), "n": len(rs),
+            "seeds": sorted((r["seed"] for r in rs if r["seed"] is not None), key=str),
+        }
+        for m in mets:
+            vals = np.array([r["values"][m] for r in rs if m in r["values"]], dtype=np.float64)
+            row[m] = float(vals.mean()) if vals.size else None
+            row[f"{m} std"] = float(vals.std(ddof=1)) if vals.size > 1 else None
+            fig = published.find(ds, model, m)
+            row[f"{m} published"] = fig.value if fig else None
+            row[f"{m} source"] = fig.table if fig else None
+        rows.append(row)
+    first = mets[0]
+    rows.sort(key=lambda r: (r["dataset"], r["protocol"], r["select_on"] != "valid", r["select_on"],
+                             -(r[first] if r[first] is not None else -math.inf), r["model"]))
+    return Leaderboard(metrics=mets, rows=rows, n_runs=len(runs), skipped=skipped, split=split)
+
+
+def _pct(v: float | None) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
+
+
+def format_cell(row: dict[str, Any], metric: str) -> str:
+    """`mean ± std` in percent with 2 decimals (std omitted for one run)."""
+    mean, std = row.get(metric), row.get(f"{metric} std")
+    if mean is None:
+        return "–"
+    return f"{_pct(mean)} ± {_pct(std)}" if std is not None else _pct(mean)
+
+
+def display_rows(lb: Leaderboard) -> tuple[list[str], list[list[str]]]:
+    """Header and string rows for terminal / Markdown tables (percent, like the papers)."""
+    header = ["dataset", "protocol", "model", "selection", "n"]
+    for m in lb.metrics:
+        header += [f"{m} (%)", f"{m} published (%)"]
+    out = []
+    for r in lb.rows:
+        cells = [r["dataset"], r["protocol"], r["model"],
+                 "test (paper-compatible)" if r["select_on"] == "test" else r["select_on"], str(r["n"])]
+        for m in lb.metrics:
+            pub = r[f"{m} published"]
+            cells += [format_cell(r, m), f"{_pct(pub)} [{r[f'{m} source']}]" if pub is not None else ""]
+        out.append(cells)
+    return header, out
+
+
+def render_markdown(lb: Leaderboard) -> str:
+    """The leaderboard as Markdown: one table per (dataset, protocol), test-selected rows apart."""
+    from tabulate import tabulate
+
+    header, cells = display_rows(lb)
+    lines = [
+        "# sbrbench leaderboard", "",
+        f"Split: {lb.split}. Values in percent, mean ± sample std over seeds (n = runs). "
+        "P@K is the hit rate (the SR-GNN papers' \"precision\"). Published figures in brackets name "
+        "their table (see `sbrbench.published`).", "",
+    ]
+    sections: dict[tuple[str, str], list[tuple[dict[str, Any], list[str]]]] = {}
+    for r, c in zip(lb.rows, cells):
+        sections.setdefault((r["dataset"], r["protocol"]), []).append((r, c))
+    keep = [i for i, h in enumerate(header) if h not in ("dataset", "protocol", "selection")]
+    for (ds, proto), items in sections.items():
+        lines += [f"## {ds} ({proto})", ""]
+        for sel, title in (("valid", "Validation-selected runs"),
+                           ("test", "Paper-compatible runs (epoch selected on the TEST set; optimistic, "
+                                    "not comparable with the rows above)")):
+            part = [c for r, c in items if (r["select_on"] == "test") == (sel == "test")]
+            if not part:
+                continue
+            lines += [f"**{title}**", "",
+                      tabulate([[c[i] for i in keep] for c in part], headers=[header[i] for i in keep],
+                               tablefmt="github", disable_numparse=True), ""]
+    if not lb.rows:
+        lines += ["(no complete runs)", ""]
+    if lb.skipped:
+        lines += [f"{len(lb.skipped)} run(s) skipped (incomplete or unreadable).", ""]
+    return "\n".join(lines)
+
+
+def render_csv(lb: Leaderboard) -> str:
+    """The leaderboard as CSV (fractions, not percent; one column per statistic)."""
+    cols = ["dataset", "protocol", "model", "select_on", "mode", "n", "seeds"]
+    for m in lb.metrics:
+        cols += [m, f"{m} std", f"{m} published", f"{m} source"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in lb.rows:
+        w.writerow(["" if r.get(c) is None else (" ".join(map(str, r[c])) if c == "seeds" else r[c]) for c in cols])
+    return buf.getvalue()
+
+
+def write_leaderboard(lb: Leaderboard, results_root: str | Path | None = None) -> tuple[Path, Path]:
+    """Write `leaderboard.md` and `leaderboard.csv` atomically into the results root."""
+    from sbrbench.paths import results_dir
+
+    root = results_dir(results_root)
+    md, cs = root / "leaderboard.md", root / "leaderboard.csv"
+    atomic_write_text(md, render_markdown(lb))
+    atomic_write_text(cs, render_csv(lb))
+    return md, cs

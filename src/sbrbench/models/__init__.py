@@ -1,0 +1,26 @@
+"""Model registry: every model module registers itself on import."""
+
+from sbrbench.models.base import (
+    MODELS,
+    Model,
+    ModelConfig,
+    TrainOptions,
+    create_model,
+    model_info,
+    parse_set_options,
+    register_model,
+    resolve_config,
+)
+from sbrbench.models import itemknn, pop, rules, sknn, srgnn, stan  # noqa: F401,E402  (registration)
+
+__all__ = [
+    "MODELS",
+    "Model",
+    "ModelConfig",
+    "TrainOptions",
+    "create_model",
+    "model_info",
+    "parse_set_options",
+    "register_model",
+    "resolve_config",
+]

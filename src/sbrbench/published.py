@@ -1,0 +1,224 @@
+"""Published figures that sbrbench compares against: facts with their sources.
+
+Values are stored as **fractions** in [0, 1], like sbrbench's own metrics (the papers print
+percentages; session-rec prints fractions). In the SR-GNN family of papers "P@20" is the share of
+test cases whose target is in the top 20, i.e. sbrbench's `P@20` = `HR@20` for one target per
+example; for such single-target tables `lookup` treats HR@K, P@K and Recall@K as the same number.
+
+Confidence marks (from the project's reference notes): "paper" = read from the paper text,
+"approx" = the widely cited figure, not checked against the PDF (compare with a tolerance).
+Dataset and model names are mapped to sbrbench's registry names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sbrbench.metrics import parse_metric
+
+
+@dataclass(frozen=True)
+class PublishedTable:
+    """One published results table."""
+
+    key: str
+    source: str
+    confidence: str
+    metrics: tuple[str, ...]
+    datasets: tuple[str, ...]
+    single_target: bool = True
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class PublishedFigure:
+    """One published number: `value` (a fraction) of `metric` for `model` on `dataset`."""
+
+    table: str
+    dataset: str
+    model: str
+    metric: str
+    value: float
+    source: str
+    confidence: str
+    note: str = ""
+
+
+MODEL_NAMES: dict[str, str] = {
+    "POP": "pop", "S-POP": "spop", "Item-KNN": "itemknn", "BPR-MF": "bprmf", "GRU4Rec": "gru4rec",
+    "NARM": "narm", "STAMP": "stamp", "SR-GNN": "srgnn", "RepeatNet": "repeatnet", "CSRM": "csrm",
+    "GC-SAN": "gcsan", "TAGNN": "tagnn", "LESSR": "lessr", "DGTN": "dgtn", "Transformer": "transformer",
+    "TAGNNpp": "tagnnpp", "GCE-GNN": "gcegnn", "V-SKNN": "vsknn", "SKNN": "sknn",
+    "SASRec": "sasrec", "DuoRec": "duorec", "MCLSR": "mclsr",
+}
+DATASET_NAMES: dict[str, str] = {
+    "yoochoose1_64": "yoochoose1_64", "yoochoose1_4": "yoochoose1_4", "diginetica": "diginetica",
+    "tmall": "tmall", "nowplaying": "nowplaying", "rsc15_64": "yoochoose1_64",
+    "books": "books", "clothing": "clothing", "toys": "toys", "gowalla": "gowalla",
+}
+
+TABLES: dict[str, PublishedTable] = {
+    t.key: t
+    for t in (
+        PublishedTable(
+            "srgnn_table2",
+            "Wu et al., Session-based Recommendation with Graph Neural Networks (SR-GNN), AAAI 2019, Table 2",
+            "approx", ("P@20", "MRR@20"), ("yoochoose1_64", "yoochoose1_4", "diginetica"),
+        ),
+        PublishedTable(
+            "tagnnpp_table2",
+            "Mitharan et al., Improved Representation Learning for Session-based Recommendation (TAGNN++), Table 2",
+            "paper", ("HR@20", "MRR@20"), ("yoochoose1_64", "diginetica"),
+            note="Diginetica used a DGTN-style split (68,977 test examples), not the SR-GNN split",
+        ),
+        PublishedTable(
+            "tagnnpp_table3_ablation",
+            "Mitharan et al., Improved Representation Learning for Session-based Recommendation (TAGNN++), Table 3",
+            "paper", ("HR@20", "MRR@20"), ("yoochoose1_64", "diginetica"),
+            note="ablation of TAGNN++; variants are named tagnnpp-<variant>",
+        ),
+        PublishedTable(
+            "gcegnn",
+            "Wang et al., Global Context Enhanced Graph Neural Networks for Session-based Recommendation (GCE-GNN), SIGIR 2020",
+            "approx", ("P@20", "MRR@20"), ("diginetica", "tmall", "nowplaying"),
+        ),
+        PublishedTable(
+            "sessionrec_single",
+            "Ludewig et al., session-rec evaluation of neural and non-neural session-based recommenders, single split",
+            "approx", ("HR@20", "MRR@20"), ("yoochoose1_64", "diginetica"),
+            note="session-rec's own preprocessing (rsc15_64 = Yoochoose 1/64), not the SR-GNN split",
+        ),
+        PublishedTable(
+            "mclsr_table2",
+            "MCLSR paper, Table 2 (ComiRec-style protocol on user sequences)",
+            "paper", ("Recall@20", "NDCG@20", "HR@20", "Recall@50", "NDCG@50", "HR@50"),
+            ("books", "clothing", "toys", "gowalla"), single_target=False,
+            note="the exact Books/Clothing/Toys/Gowalla files of this paper are not available here",
+        ),
+    )
+}
+
+# Raw rows exactly as printed (percent, except session-rec in fractions), one list per dataset
+# in the table's dataset order, one value per metric in the table's metric order.
+_RAW: dict[str, tuple[float, dict[str, list[list[float]]]]] = {
+    "srgnn_table2": (100.0, {
+        "POP": [[6.71, 1.65], [1.33, 0.30], [0.89, 0.20]],
+        "S-POP": [[30.44, 18.35], [27.08, 17.75], [21.06, 13.68]],
+        "Item-KNN": [[51.60, 21.81], [52.31, 21.70], [35.75, 11.57]],
+        "BPR-MF": [[31.31, 12.08], [3.40, 1.57], [5.24, 1.98]],
+        "GRU4Rec": [[60.64, 22.89], [59.53, 22.60], [29.45, 8.33]],
+        "NARM": [[68.32, 28.63], [69.73, 29.23], [49.70, 16.17]],
+        "STAMP": [[68.74, 29.67], [70.44, 30.00], [45.64, 14.32]],
+        "SR-GNN": [[70.57, 30.94], [71.36, 31.89], [50.73, 17.59]],
+    }),
+    "tagnnpp_table2": (100.0, {
+        "GRU4Rec": [[60.64, 22.89], [29.45, 8.33]],
+        "NARM": [[68.32, 28.63], [49.70, 16.17]],
+        "STAMP": [[68.74, 29.67], [45.64, 14.32]],
+        "RepeatNet": [[70.71, 31.03], [47.79, 17.66]],
+        "CSRM": [[71.45, 30.36], [50.55, 16.38]],
+        "SR-GNN": [[70.87, 30.94], [50.73, 17.59]],
+        "GC-SAN": [[70.66, 30.04], [51.70, 17.61]],
+        "TAGNN": [[71.02, 31.12], [51.31, 18.03]],
+        "LESSR": [[70.64, 30.97], [51.71, 18.15]],
+        "DGTN": [[71.18, 31.35], [53.05, 18.07]],
+        "Transformer": [[72.15, 30.79], [51.31, 17.14]],
+        "TAGNNpp": [[70.74, 32.87], [56.25, 19.86]],
+    }),
+    "tagnnpp_table3_ablation": (100.0, {
+        "tagnnpp": [[70.74, 32.87], [56.25, 19.86]],
+        "tagnnpp-no_agc": [[70.04, 32.53], [55.46, 19.51]],
+        "tagnnpp-no_gnn": [[72.15, 30.79], [51.31, 17.14]],
+        "tagnnpp-no_posemb": [[70.37, 32.08], [54.82, 19.18]],
+        "tagnnpp-no_transformer": [[71.02, 31.12], [51.31, 18.03]],
+    }),
+    "gcegnn": (100.0, {
+        "GCE-GNN": [[54.22, 19.04], [33.42, 15.42], [22.37, 8.40]],
+    }),
+    "sessionrec_single": (1.0, {
+        "V-SKNN": [[0.6961, 0.2879], [0.5203, 0.1841]],
+        "SKNN": [[0.6423, 0.2522], [0.4846, 0.1736]],
+        "GRU4Rec": [[0.6528, 0.2752], [0.5097, 0.1750]],
+        "NARM": [[0.6998, 0.2957], [0.4979, 0.1585]],
+        "STAMP": [[0.6841, 0.2995], [0.4690, 0.1499]],
+    }),
+    "mclsr_table2": (100.0, {
+        "SASRec": [[6.274, 2.825, 12.765, 9.349, 3.627, 18.547], [2.646, 0.854, 4.188, 4.505, 1.151, 6.705],
+                   [6.343, 2.912, 12.838, 10.264, 3.899, 19.837], [8.581, 7.546, 28.931, 13.838, 10.510, 42.380]],
+        "DuoRec": [[6.838, 3.257, 14.173, 10.826, 4.308, 21.366], [2.940, 1.018, 4.829, 4.956, 1.356, 7.785],
+                   [7.841, 3.418, 15.331, 12.463, 4.612, 23.389], [8.973, 7.618, 30.075, 15.195, 10.735, 44.618]],
+        "MCLSR": [[7.469, 3.479, 15.542, 11.583, 4.647, 23.042], [3.138, 1.081, 5.138, 5.352, 1.464, 8.503],
+                  [8.254, 3.726, 16.661, 13.328, 5.081, 25.462], [9.317, 7.759, 31.832, 15.972, 11.012, 46.217]],
+    }),
+}
+
+# Order in which tables are preferred when a figure exists in several (same split as sbrbench first).
+PREFERENCE = ("srgnn_table2", "gcegnn", "tagnnpp_table2", "sessionrec_single", "mclsr_table2",
+              "tagnnpp_table3_ablation")
+_SINGLE_TARGET_SAME = ("HR", "P", "Recall")
+
+
+def _build() -> list[PublishedFigure]:
+    out: list[PublishedFigure] = []
+    for key, (scale, rows) in _RAW.items():
+        table = TABLES[key]
+        for raw_model, per_dataset in rows.items():
+            model = MODEL_NAMES.get(raw_model, raw_model)
+            for ds, values in zip(table.datasets, per_dataset, strict=True):
+                for metric, v in zip(table.metrics, values, strict=True):
+                    out.append(PublishedFigure(
+                        key, DATASET_NAMES[ds], model, metric, round(v / scale, 6),
+                        table.source, table.confidence, table.note,
+                    ))
+    return out
+
+
+FIGURES: tuple[PublishedFigure, ...] = tuple(_build())
+
+
+def _canon(metric: str) -> tuple[str, int]:
+    return parse_metric(metric)
+
+
+def find(
+    dataset: str, model: str, metric: str, table: str | None = None
+) -> PublishedFigure | None:
+    """The published figure for (dataset, model, metric), from `table` or the preferred table.
+
+    For single-target tables, HR@K, P@K and Recall@K are one number (see the module docstring).
+    """
+    fam, k = _canon(metric)
+    tables = (table,) if table else PREFERENCE
+    for key in tables:
+        t = TABLES.get(key)
+        if t is None:
+            continue
+        for f in FIGURES:
+            if f.table != key or f.dataset != dataset.lower() or f.model != model.lower():
+                continue
+            ffam, fk = _canon(f.metric)
+            if fk != k:
+                continue
+            if ffam == fam or (t.single_target and ffam in _SINGLE_TARGET_SAME and fam in _SINGLE_TARGET_SAME):
+                return f
+    return None
+
+
+def lookup(table: str, dataset: str, model: str, metric: str) -> float | None:
+    """The figure (a fraction in [0, 1]) printed in `table` for (dataset, model, metric), or None.
+
+    `table` is a key of `TABLES` (e.g. "srgnn_table2"); names are sbrbench registry names
+    ("diginetica", "srgnn"); `metric` like "P@20" or "MRR@20".
+    """
+    f = find(dataset, model, metric, table=table)
+    return f.value if f else None
+
+
+def published_for(dataset: str, model: str) -> dict[str, list[PublishedFigure]]:
+    """Every published figure for (dataset, model), grouped by table key (preferred tables first)."""
+    out: dict[str, list[PublishedFigure]] = {}
+    for key in PREFERENCE:
+        figs = [f for f in FIGURES if f.table == key and f.dataset == dataset.lower() and f.model == model.lower()]
+        if figs:
+            out[key] = figs
+    return out
