@@ -2,7 +2,8 @@
 
 Tables are registered in `TABLES` (a `Registry`), so later issues add theirs (TAGNN++, CM-GNN).
 A budget decides how much is trained: `full` uses each model's paper settings; `ci` fits the
-non-neural baselines in full and trains neural models briefly on a subset. The budget actually
+non-neural baselines in full and trains neural models briefly on the dataset restricted to its
+most frequent items (`sbrbench.data.subset.top_items_subset`), which the table labels. The budget actually
 used (epochs, training examples, device) is printed in the table and stored in the JSON.
 """
 
@@ -23,6 +24,7 @@ class Budget:
     name: str
     epochs: int | None = None  # None: the model's default
     max_train_examples: int | None = None
+    top_items: int | None = None  # train and test neural models on the N most frequent items only
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ TABLES.register("srgnn-table2")(
         datasets=("diginetica", "yoochoose1_64", "yoochoose1_4"),
         budgets={
             "full": Budget("full"),
-            "ci": Budget("ci", epochs=1, max_train_examples=60_000),
+            "ci": Budget("ci", epochs=1, top_items=3000),
         },
         unavailable={
             "yoochoose1_4": "needs the manual raw file yoochoose-clicks.dat (RecSys Challenge 2015): "
@@ -108,12 +110,20 @@ def reproduce(
 
             neural = MODELS.get(model).neural
             overrides = {"epochs": bud.epochs} if neural and bud.epochs else {}
+            data: Any = ds_dir if ds_dir is not None else ds
+            if neural and bud.top_items:
+                from sbrbench.data.subset import top_items_subset
+
+                data = top_items_subset(ds, bud.top_items)
+            # Non-neural baselines select nothing: they are fitted on the protocol's whole
+            # training set, as the papers fit them (recorded as select_on=test in their runs).
             rec = train(
-                model, ds_dir if ds_dir is not None else ds, results_dir=results_dir, overrides=overrides,
-                seed=seed, select_on=select_on, device=device, progress=progress,
+                model, data, results_dir=results_dir, overrides=overrides,
+                seed=seed, select_on=select_on if neural else "test", device=device, progress=progress,
                 max_train_examples=bud.max_train_examples if neural else None,
             )
-            rows.append(_row(spec, dname, model, rec, ds, bud if neural else None, device))
+            rows.append(_row(spec, dname, model, rec, data if neural and bud.top_items else ds,
+                             bud if neural else None, device))
     out = {
         "table": spec.key,
         "budget": budget,
@@ -135,7 +145,8 @@ def _row(spec: TableSpec, dataset: str, model: str, rec: dict[str, Any], ds: Any
 
     test = rec.get("test") or {}
     ours = {m: test.get(m) for m in spec.metrics}
-    paper = {m: lookup(spec.published_key, dataset, model, m) for m in spec.metrics}
+    subset = bool(bud and bud.top_items)  # published figures are for the full data: no comparison
+    paper = {m: None if subset else lookup(spec.published_key, dataset, model, m) for m in spec.metrics}
     n_fit = len(ds.splits["train"]) + (len(ds.splits["valid"]) if rec["select_on"] == "test" and "valid" in ds.splits else 0)
     examples = min(n_fit, bud.max_train_examples) if bud and bud.max_train_examples else n_fit
     return {
@@ -147,6 +158,7 @@ def _row(spec: TableSpec, dataset: str, model: str, rec: dict[str, Any], ds: Any
                   for m in spec.metrics},
         "epochs": rec.get("epochs_run") if bud else None,
         "train_examples": examples,
+        "data": f"top {bud.top_items} items" if bud and bud.top_items else "full",
         "device": device,
         "select_on": rec["select_on"],
         "run_dir": rec["run_dir"],
@@ -162,7 +174,7 @@ def to_markdown(out: dict[str, Any], spec: TableSpec) -> str:
     head = ["dataset", "model"]
     for m in spec.metrics:
         head += [f"{m} ours", f"{m} paper", f"Δ {m}"]
-    head += ["epochs", "train examples", "device"]
+    head += ["data", "epochs", "train examples", "device"]
     lines = [
         f"# {spec.key} (budget {out['budget']}, selected on {out['select_on']}, device {out['device']})",
         "",
@@ -174,7 +186,8 @@ def to_markdown(out: dict[str, Any], spec: TableSpec) -> str:
         for m in spec.metrics:
             d = r["delta"][m]
             cells += [_pct(r["ours"][m]), _pct(r["paper"][m]), "—" if d is None else f"{100 * d:+.2f}"]
-        cells += [str(r["epochs"]) if r["epochs"] is not None else "fit", str(r["train_examples"]), r["device"]]
+        cells += [r["data"], str(r["epochs"]) if r["epochs"] is not None else "fit",
+                  str(r["train_examples"]), r["device"]]
         lines.append("| " + " | ".join(cells) + " |")
     for d, why in out["unavailable"].items():
         lines.append(f"\n{d}: unavailable — {why}")

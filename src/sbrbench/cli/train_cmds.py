@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from sbrbench.cli import app
-from sbrbench.cli.common import DataDirOpt, JsonOpt, ResultsDirOpt, emit_json, not_available, stdout_console
+from sbrbench.cli.common import DataDirOpt, JsonOpt, ResultsDirOpt, emit_json, stdout_console
 
 GpuOpt = Annotated[int | None, typer.Option("--gpu", help="Use GPU N (cuda:N).", show_default=False)]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu or cuda:N (default cpu).", show_default=False)]
@@ -92,9 +92,61 @@ def train(
 
 
 @app.command()
-def ablate() -> None:
-    """Train a model and its variants without named components; report the deltas."""
-    not_available("`sbrbench ablate`", "TAGNN / ablation issue")
+def ablate(
+    model: Annotated[str, typer.Argument(help="Model name (see `sbrbench models`).", show_default=False)],
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset name or processed directory.")] = None,
+    drop: Annotated[
+        list[str] | None, typer.Option("--drop", help="A component to switch off (repeatable; C1,C2 = both at once).")
+    ] = None,
+    vary: Annotated[
+        list[str] | None, typer.Option("--vary", help="Sensitivity study: PARAM=v1,v2,... (repeatable, one at a time).")
+    ] = None,
+    seeds: Annotated[
+        int | None, typer.Option("--seeds", help="Seeds per variant (default 3 for neural models, 1 otherwise).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="First seed (then seed+1, ...).")] = 42,
+    protocol: Annotated[str | None, typer.Option("--protocol", help="Preprocessing protocol.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Number of epochs.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting for every variant: key=value.")] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", help="Metric to report (repeatable; default P@20 and MRR@20).")
+    ] = None,
+    select_on: Annotated[str, typer.Option("--select-on", help="valid (honest) or test (paper habit, recorded).")] = "valid",
+    max_train_examples: Annotated[
+        int | None, typer.Option("--max-train-examples", help="Train on the first N training examples only.")
+    ] = None,
+    gpu: GpuOpt = None,
+    device: DeviceOpt = None,
+    data_dir: DataDirOpt = None,
+    results_dir: ResultsDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a model and its variants (--drop components, --vary settings) with the same seeds; report the deltas."""
+    from sbrbench.ablate import DEFAULT_METRICS, parse_vary
+    from sbrbench.ablate import ablate as run_ablate
+    from sbrbench.errors import SbrError
+    from sbrbench.models import parse_set_options
+
+    if dataset is None:
+        raise SbrError("ablate needs --dataset NAME (or a processed directory)")
+    varies = parse_vary(vary)
+    if not drop and not varies:
+        raise SbrError("ablate needs at least one --drop COMPONENT or --vary PARAM=v1,v2,...")
+    overrides: dict[str, object] = dict(parse_set_options(set_))
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    out = run_ablate(
+        model, dataset, drops=drop or [], varies=varies, seeds=seeds, first_seed=seed, overrides=overrides,
+        metrics=metric or DEFAULT_METRICS, select_on=select_on, protocol=protocol, data_dir=data_dir,
+        results_dir=results_dir, device=_device(gpu, device), max_train_examples=max_train_examples, progress=True,
+    )
+    from sbrbench.ablate import rich_table
+
+    con = stdout_console(json_out)
+    con.print(rich_table(out))
+    con.print("written: " + ", ".join(out["files"].values()))
+    if json_out:
+        emit_json(out)
 
 
 @app.command()

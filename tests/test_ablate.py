@@ -1,0 +1,174 @@
+"""`sbrbench ablate`: variants, same seeds, deltas and paired tests from real runs; errors; components."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sbrbench.errors import SbrError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def data_dir(shared_datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The official SR-GNN sample of Diginetica, preprocessed (SR-GNN protocol, 10% validation)."""
+    from sbrbench.data.preprocess import preprocess
+
+    root = tmp_path_factory.mktemp("ablate-data")
+    preprocess("diginetica-sample", data_dir=root, mirror=str(shared_datasets))
+    return root
+
+
+def _run_metric(run_dir: str, metric: str) -> float:
+    from sbrbench.evaluate import metrics_for_run
+
+    return metrics_for_run(run_dir, "test", (20,))["metrics"][metric]
+
+
+def test_drop_component_cli_end_to_end(data_dir: Path, tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "sbrbench", "ablate", "srgnn", "--dataset", "diginetica-sample", "--drop", "gnn",
+         "--seeds", "2", "--epochs", "1", "--set", "dim=16", "--data-dir", str(data_dir),
+         "--results-dir", str(tmp_path), "--json"],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [v["name"] for v in out["variants"]] == ["full", "-gnn"]
+    assert out["seeds"] == [42, 43] and out["metrics"] == ["P@20", "MRR@20"]
+    assert "-gnn" in r.stderr and "full" in r.stderr  # the table goes to stderr with --json
+    full, nognn = out["variants"]
+    assert [x["seed"] for x in full["runs"]] == [x["seed"] for x in nognn["runs"]] == [42, 43]
+    for m in out["metrics"]:
+        ch = nognn["change"][m]
+        assert math.isfinite(ch["abs"]) and ch["abs_std"] is not None and math.isfinite(ch["abs_std"])
+        # The change is recomputed here from each run's stored ranks, seed by seed.
+        diffs = [_run_metric(b["run_dir"], m) - _run_metric(a["run_dir"], m)
+                 for a, b in zip(full["runs"], nognn["runs"])]
+        assert ch["abs"] == pytest.approx(float(np.mean(diffs)), abs=1e-12)
+        assert ch["rel_pct"] == pytest.approx(100 * ch["abs"] / full["mean"][m])
+        t = nognn["tests"][m]
+        assert 0.0 <= t["wilcoxon"] <= 1.0 and 0.0 <= t["ttest_rel"] <= 1.0 and t["n_examples"] == 99
+        assert len(t["per_seed"]) == 2 and all(0.0 <= s["wilcoxon"] <= 1.0 for s in t["per_seed"])
+    # The two variants really are different models: the -gnn runs have no GNN weights.
+    for v, has_gnn in ((full, True), (nognn, False)):
+        for run in v["runs"]:
+            side = json.loads((Path(run["run_dir"]) / "ablation.json").read_text())
+            assert side["variant"] == v["name"] and side["study"] == out["study"] and side["seed"] == run["seed"]
+            cfg = json.loads((Path(run["run_dir"]) / "config.json").read_text())
+            assert cfg["hparams"]["drop"] == ("" if has_gnn else "gnn") and cfg["hparams"]["dim"] == 16
+    files = out["files"]
+    assert Path(files["png"]).read_bytes()[:8] == PNG_MAGIC
+    md = Path(files["md"]).read_text()
+    assert "| -gnn |" in md and "ΔP@20" in md
+    assert json.loads(Path(files["json"]).read_text())["study"] == out["study"]
+    assert Path(files["png"]).parent == tmp_path / "ablations"
+
+
+def test_vary_non_neural_hyper_parameter(data_dir: Path, tmp_path: Path) -> None:
+    from sbrbench.ablate import ablate
+
+    out = ablate("sknn", "diginetica-sample", varies={"k": ["5", "100"]}, data_dir=data_dir, results_dir=tmp_path,
+                 metrics=("P@20", "MRR@20", "HR@10"))
+    names = [v["name"] for v in out["variants"]]
+    assert names == ["full", "k=5", "k=100"] and out["seeds"] == [42]
+    full, k5, k100 = out["variants"]
+    assert k100["alias_of"] == "full" and k100["runs"] == full["runs"]  # the default value is the full model
+    assert k100["change"]["P@20"]["abs"] == 0.0 and k100["tests"]["P@20"]["wilcoxon"] == 1.0
+    run_full, run_k5 = full["runs"][0]["run_dir"], k5["runs"][0]["run_dir"]
+    assert json.loads((Path(run_k5) / "config.json").read_text())["hparams"]["k"] == 5
+    rec_full = json.loads((Path(run_full) / "metrics.json").read_text())["test"]
+    rec_k5 = json.loads((Path(run_k5) / "metrics.json").read_text())["test"]
+    assert rec_full["P@20"] != rec_k5["P@20"]  # real fits on real data: k changes the result
+    for m in ("P@20", "MRR@20"):
+        assert full["mean"][m] == pytest.approx(rec_full[m]) and k5["mean"][m] == pytest.approx(rec_k5[m])
+        assert k5["change"][m]["abs"] == pytest.approx(rec_k5[m] - rec_full[m])
+    assert k5["change"]["P@20"]["abs"] < 0  # 5 neighbours are too few on this sample
+    assert Path(out["files"]["png"]).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_build_variants_validation_and_aliases() -> None:
+    from sbrbench.ablate import build_variants, parse_vary, seed_list
+
+    assert parse_vary(["k=50,100", "k=100,200", "lr=0.1"]) == {"k": ["50", "100", "200"], "lr": ["0.1"]}
+    vs = build_variants("srgnn", "diginetica", ["gnn", "gnn", "gnn,global"], {"dim": ["100", "32"]}, {"epochs": 1})
+    assert [(v.name, v.alias_of) for v in vs] == [
+        ("full", None), ("-gnn", None), ("-gnn,global", None), ("dim=100", "full"), ("dim=32", None)]
+    assert vs[2].overrides == {"epochs": 1, "drop": "global,gnn"}
+    # dropping on top of a user's --set drop=... keeps both
+    assert build_variants("srgnn", None, ["gnn"], {}, {"drop": "global"})[1].overrides["drop"] == "global,gnn"
+    assert seed_list(None, True) == [42, 43, 44] and seed_list(None, False) == [42] and seed_list([7, 3], True) == [7, 3]
+    for args, msg in [
+        ((["gnnn"], {}), "Did you mean 'gnn'"),
+        (([], {"dimm": ["1"]}), "Did you mean 'dim'"),
+        (([], {}), "at least one --drop"),
+        (([], {"dim": ["x"]}), "expects an integer"),
+    ]:
+        with pytest.raises(SbrError, match=msg):
+            build_variants("srgnn", None, *args)
+    with pytest.raises(SbrError, match="declares no components"):
+        build_variants("vsknn", None, ["gnn"], {})
+    with pytest.raises(SbrError, match="has no effect"):
+        build_variants("vsknn", None, [], {"lr": ["0.1"]})
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["srgnn", "--drop", "gnnn"], "Did you mean 'gnn'"),
+        (["vsknn", "--vary", "kk=50,100"], "Did you mean 'k'"),
+        (["srgnn"], "at least one --drop"),
+        (["sknn", "--drop", "gnn"], "declares no components"),
+        (["srgnn", "--vary", "dim"], "PARAM=v1,v2"),
+    ],
+)
+def test_cli_errors_are_one_line(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    from sbrbench.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["ablate", *args, "--dataset", "diginetica-sample", "--data-dir", str(data_dir),
+              "--results-dir", str(tmp_path)])
+    assert exc.value.code not in (0, None)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+    assert not (tmp_path / "runs").exists()  # validation happens before any training
+
+
+def test_every_declared_component_can_be_dropped(data_dir: Path) -> None:
+    import torch
+
+    from sbrbench.batching import ExampleSource, item_tensor
+    from sbrbench.models import MODELS, create_model
+    from sbrbench.train import load_processed
+
+    ds, _ = load_processed("diginetica-sample", data_dir=data_dir)
+    checked = 0
+    for name in MODELS.names():
+        cls = MODELS.get(name)
+        if not cls.neural:
+            continue
+        assert cls.components, f"neural model {name} declares no components to ablate"
+        src = ExampleSource.from_dataset(ds, "test", "cpu", graphs=cls.needs_graph, items=item_tensor(ds, "cpu"))
+        batch = next(iter(src.batches(16)))
+        full = create_model(name, ds.n_items, ds.name)
+        n_full = sum(p.numel() for p in full.parameters())
+        for comp in sorted(cls.components):
+            torch.manual_seed(0)
+            model = create_model(name, ds.n_items, ds.name, drop=comp)
+            model.eval()
+            with torch.no_grad():
+                scores = model(batch)
+            assert scores.shape == (len(batch), ds.n_items)
+            assert torch.isfinite(scores[:, 1:]).all() and torch.isneginf(scores[:, 0]).all()
+            assert sum(p.numel() for p in model.parameters()) <= n_full
+            checked += 1
+    assert checked >= 2
