@@ -184,7 +184,7 @@ class Progress:
         if self._bar is not None:
             if i % 10 == 0 or i + 1 == self._n_batches:
                 self._bar.update(self._batch_task, completed=i + 1, info=f"loss {loss:.4f}")
-        elif (i + 1) % max(1, self._n_batches // 10) == 0:
+        elif self._n_batches >= 50 and (i + 1) % (self._n_batches // 10) == 0:  # short epochs: epoch lines only
             el = time.perf_counter() - self._t0
             eta = el / (i + 1) * (self._n_batches - i - 1)
             print(f"  batch {i + 1}/{self._n_batches} loss {loss:.4f} eta {eta:.0f}s", file=sys.stderr, flush=True)

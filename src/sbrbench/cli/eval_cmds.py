@@ -116,11 +116,12 @@ def leaderboard(
 
     con = stdout_console(json_out)
     header, rows = lbm.display_rows(lb)
+    shown = [i for i in range(len(header)) if any(row[i] for row in rows)]  # drop all-empty columns
     t = Table(title=f"sbrbench leaderboard ({lb.split} split, %, mean ± std over seeds)")
-    for h in header:
-        t.add_column(h, justify="right" if "%" in h or h == "n" else "left")
+    for i in shown:
+        t.add_column(header[i], justify="right" if "%" in header[i] or header[i] == "n" else "left")
     for r, cells in zip(lb.rows, rows):
-        t.add_row(*cells, style="yellow" if r["select_on"] == "test" else None)
+        t.add_row(*(cells[i] for i in shown), style="yellow" if r["select_on"] == "test" else None)
     con.print(t)
     if any(r["select_on"] == "test" for r in lb.rows):
         con.print("yellow rows: paper-compatible runs that selected their epoch on the test set (optimistic)")

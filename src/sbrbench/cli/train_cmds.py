@@ -83,7 +83,7 @@ def train(
         emit_json(rec)
         return
     con = stdout_console()
-    con.print(f"{rec['model']} on {rec['dataset']} ({rec['status']}, best epoch {rec['best_epoch']}, "
+    con.print(f"{rec['model']} on {rec['dataset']} ({rec['status']}, best epoch {rec['best_epoch'] or 'n/a (fitted)'}, "
               f"selected on {rec['select_on']}) → {rec['run_dir']}")
     for split in ("valid", "test"):
         m = rec.get(split)
