@@ -293,15 +293,13 @@ def from_sequences(
     lens = np.fromiter((len(s) for s in sessions), dtype=np.int64, count=len(sessions))
     offsets = np.zeros(len(sessions) + 1, dtype=np.int64)
     np.cumsum(lens, out=offsets[1:])
-    items = (
-        np.concatenate([np.asarray(s, dtype=np.int64) for s in sessions]).astype(np.int32)
-        if sessions
-        else np.zeros(0, np.int32)
-    )
+    items = np.fromiter((x for s in sessions for x in s), dtype=np.int64, count=int(offsets[-1]))
     max_id = int(items.max()) if items.size else 0
     if items.size and int(items.min()) < 1:
         raise DataError(f"{name}: item ids must be >= 1 (0 is padding)")
-    return items, offsets, (n_items if n_items is not None else max_id + 1)
+    if n_items is not None and max_id >= n_items:
+        raise DataError(f"{name}: item id {max_id} exceeds the declared item space {n_items - 1}")
+    return items.astype(np.int32), offsets, (n_items if n_items is not None else max_id + 1)
 
 
 def augment_all_prefixes(offsets: np.ndarray, session_index: np.ndarray, longest_first: bool = True) -> Split:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from sbrbench.data.dataset import ProcessedDataset, Split, augment_all_prefixes
+from sbrbench.data.dataset import ProcessedDataset, Split, augment_all_prefixes, from_sequences
 from sbrbench.data.pickles import safe_load_pickle
 from sbrbench.errors import DataError
 
@@ -91,19 +91,7 @@ def build_from_srgnn_pickles(
     """
     test_sessions, t_sess, t_pos = group_pairs_into_sessions(test_prefixes, test_targets)
     all_sessions = [s for s in train_sessions] + test_sessions
-    lens = np.fromiter((len(s) for s in all_sessions), dtype=np.int64, count=len(all_sessions))
-    offsets = np.zeros(len(all_sessions) + 1, dtype=np.int64)
-    np.cumsum(lens, out=offsets[1:])
-    items = np.fromiter(
-        (x for s in all_sessions for x in s), dtype=np.int64, count=int(offsets[-1])
-    )
-    if items.size and items.min() < 1:
-        raise DataError(f"{name}: item ids must be >= 1 (0 is padding)")
-    max_id = int(items.max()) if items.size else 0
-    if n_items is None:
-        n_items = max_id + 1
-    elif max_id >= n_items:
-        raise DataError(f"{name}: item id {max_id} exceeds the declared item space {n_items - 1}")
+    items, offsets, n_items = from_sequences(name, protocol, all_sessions, n_items=n_items)
     n_train = len(train_sessions)
     train_idx, valid_idx = split_recent(np.arange(n_train), valid_fraction)
     splits = {
@@ -115,7 +103,7 @@ def build_from_srgnn_pickles(
         name=name,
         protocol=protocol,
         n_items=n_items,
-        items=items.astype(np.int32),
+        items=items,
         offsets=offsets,
         splits=splits,
         info={"valid_fraction": valid_fraction, "valid_rule": "most recent training sessions"},
@@ -152,17 +140,7 @@ def build_from_pairs(
     tr_sessions, tr_sess, tr_pos = group_pairs_into_sessions(train_prefixes, train_targets)
     te_sessions, te_sess, te_pos = group_pairs_into_sessions(test_prefixes, test_targets)
     all_sessions = tr_sessions + te_sessions
-    lens = np.fromiter((len(s) for s in all_sessions), dtype=np.int64, count=len(all_sessions))
-    offsets = np.zeros(len(all_sessions) + 1, dtype=np.int64)
-    np.cumsum(lens, out=offsets[1:])
-    items = np.fromiter((x for s in all_sessions for x in s), dtype=np.int64, count=int(offsets[-1]))
-    if items.size and items.min() < 1:
-        raise DataError(f"{name}: item ids must be >= 1 (0 is padding)")
-    max_id = int(items.max()) if items.size else 0
-    if n_items is None:
-        n_items = max_id + 1
-    elif max_id >= n_items:
-        raise DataError(f"{name}: item id {max_id} exceeds the declared item space {n_items - 1}")
+    items, offsets, n_items = from_sequences(name, protocol, all_sessions, n_items=n_items)
     _, valid_idx = split_recent(np.arange(len(tr_sessions)), valid_fraction)
     is_valid = np.isin(tr_sess, valid_idx)
     train_all = Split(tr_sess, tr_pos)
@@ -170,7 +148,7 @@ def build_from_pairs(
         name=name,
         protocol=protocol,
         n_items=n_items,
-        items=items.astype(np.int32),
+        items=items,
         offsets=offsets,
         splits={
             "train": train_all.take(np.flatnonzero(~is_valid)),

@@ -61,22 +61,15 @@ class Pop(Model):
 
 
 @register_model("spop")
-class SPop(Model):
+class SPop(Pop):
     """S-POP: the most frequent items of the current session, ties and the rest by global popularity."""
-
-    Params: ClassVar[type] = PopParams
-    neural: ClassVar[bool] = False
-
-    def __init__(self, n_items: int, params: PopParams | None = None) -> None:
-        super().__init__(n_items, params)
-        self.register_buffer("popularity", torch.zeros(n_items))
 
     def fit(self, dataset: ProcessedDataset, splits: tuple[str, ...]) -> None:
         """Count item popularity on the fit sessions (the tie-breaker)."""
-        pop = item_popularity(dataset, splits, self.params.count)
+        super().fit(dataset, splits)
         # Scaled into [0, 1) so one more click in the session always outranks popularity; float32
         # keeps distinct popularities distinct while max popularity < 2**17 / max session length.
-        self.popularity = torch.from_numpy(pop / (pop.max() + 1.0)).to(self.popularity.device, torch.float32)
+        self.popularity = self.popularity / (self.popularity.max() + 1.0)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Session counts plus scaled global popularity; column 0 is -inf."""
