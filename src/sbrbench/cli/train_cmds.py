@@ -12,6 +12,11 @@ from sbrbench.cli.common import DataDirOpt, JsonOpt, ResultsDirOpt, emit_json, s
 
 GpuOpt = Annotated[int | None, typer.Option("--gpu", help="Use GPU N (cuda:N).", show_default=False)]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu or cuda:N (default cpu).", show_default=False)]
+MaxTrainOpt = Annotated[int | None, typer.Option("--max-train-examples", help="Train on the first N training examples only.")]
+SelectOnOpt = Annotated[str, typer.Option("--select-on", help="valid (honest) or test (paper habit, recorded).")]
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset name or processed directory.")]
+ProtocolOpt = Annotated[str | None, typer.Option("--protocol", help="Preprocessing protocol.")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Number of epochs.")]
 
 
 def _device(gpu: int | None, device: str | None) -> str:
@@ -42,23 +47,21 @@ def models(json_out: JsonOpt = False) -> None:
 @app.command()
 def train(
     model: Annotated[str | None, typer.Argument(help="Model name (see `sbrbench models`).", show_default=False)] = None,
-    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset name or processed directory.")] = None,
-    protocol: Annotated[str | None, typer.Option("--protocol", help="Preprocessing protocol.")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Number of epochs.")] = None,
+    dataset: DatasetOpt = None,
+    protocol: ProtocolOpt = None,
+    epochs: EpochsOpt = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Training batch size.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.")] = None,
     l2: Annotated[float | None, typer.Option("--l2", help="L2 penalty (Adam weight decay).")] = None,
     patience: Annotated[int | None, typer.Option("--patience", help="Early-stopping patience (0: off).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 42,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeatable).")] = None,
-    select_on: Annotated[str, typer.Option("--select-on", help="valid (honest) or test (paper habit, recorded).")] = "valid",
+    select_on: SelectOnOpt = "valid",
     metric: Annotated[str, typer.Option("--metric", help="Selection metric.")] = "MRR@20",
     gpu: GpuOpt = None,
     device: DeviceOpt = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted run directory.")] = None,
-    max_train_examples: Annotated[
-        int | None, typer.Option("--max-train-examples", help="Train on the first N training examples only.")
-    ] = None,
+    max_train_examples: MaxTrainOpt = None,
     data_dir: DataDirOpt = None,
     results_dir: ResultsDirOpt = None,
     json_out: JsonOpt = False,
@@ -94,7 +97,7 @@ def train(
 @app.command()
 def ablate(
     model: Annotated[str, typer.Argument(help="Model name (see `sbrbench models`).", show_default=False)],
-    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset name or processed directory.")] = None,
+    dataset: DatasetOpt = None,
     drop: Annotated[
         list[str] | None, typer.Option("--drop", help="A component to switch off (repeatable; C1,C2 = both at once).")
     ] = None,
@@ -105,16 +108,14 @@ def ablate(
         int | None, typer.Option("--seeds", help="Seeds per variant (default 3 for neural models, 1 otherwise).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="First seed (then seed+1, ...).")] = 42,
-    protocol: Annotated[str | None, typer.Option("--protocol", help="Preprocessing protocol.")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Number of epochs.")] = None,
+    protocol: ProtocolOpt = None,
+    epochs: EpochsOpt = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting for every variant: key=value.")] = None,
     metric: Annotated[
         list[str] | None, typer.Option("--metric", help="Metric to report (repeatable; default P@20 and MRR@20).")
     ] = None,
-    select_on: Annotated[str, typer.Option("--select-on", help="valid (honest) or test (paper habit, recorded).")] = "valid",
-    max_train_examples: Annotated[
-        int | None, typer.Option("--max-train-examples", help="Train on the first N training examples only.")
-    ] = None,
+    select_on: SelectOnOpt = "valid",
+    max_train_examples: MaxTrainOpt = None,
     gpu: GpuOpt = None,
     device: DeviceOpt = None,
     data_dir: DataDirOpt = None,
