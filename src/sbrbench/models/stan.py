@@ -147,21 +147,12 @@ class STAN(_KNNBase):
 
 
 @dataclass
-class VSTANParams:
-    """V-STAN hyper-parameters (session-rec `VSKNN_STAN` defaults; k = 100)."""
+class VSTANParams(STANParams):
+    """V-STAN hyper-parameters (session-rec `VSKNN_STAN` defaults): STAN's plus three of V-SKNN's."""
 
-    k: int = 100
-    sample_size: int = 5000
-    sampling: str = "recent"
     similarity: str = "cosine"  # cosine (session-rec always uses it) | vec
-    lambda_spw: float = 1.02
-    lambda_snh: float = 5.0
-    lambda_inh: float = 2.05
     lambda_ipw: float = 1.02  # decay of the neighbour's vote by the position of its match in s
     lambda_idf: float = 5.0  # score x (1 + λ_idf · idf(i)); <= 0: off
-    anchor: str = "code"
-    remind: bool = True
-    seed: int = 42
 
 
 @register_model("vstan")
