@@ -265,6 +265,16 @@ def _make_model(name: str, n_items: int, params: dict[str, Any]) -> Model:
     return cls(n_items, cls.Params(**params))
 
 
+def _build_model(
+    cfg: dict[str, Any], ds: ProcessedDataset, fit_splits: tuple[str, ...], ds_dir: Path | None, device: str
+) -> Model:
+    """The run's model, prepared on its fit splits (neural models) and moved to `device`."""
+    model = _make_model(cfg["model"], ds.n_items, cfg["hparams"])
+    if model.neural:
+        model.prepare(ds, fit_splits, ds_dir / "graphs" if ds_dir is not None else None)
+    return model.to(device)
+
+
 def train(
     model: str | None = None,
     dataset: str | Path | ProcessedDataset | None = None,
@@ -345,7 +355,7 @@ def train(
     env_path = run_dir / "env.json"
     if not env_path.is_file() or resume is None:
         results.write_env(run_dir, results.environment(device, int(seed), determinism, checksum))
-    trainer = _Trainer(ds, cfg, run_dir, device, checksum, Progress(progress), on_epoch_end)
+    trainer = _Trainer(ds, cfg, run_dir, device, checksum, Progress(progress), on_epoch_end, ds_dir)
     record = trainer.run(resumed=resume is not None)
     results.finish_env(run_dir)
     return record
@@ -369,16 +379,17 @@ class _Trainer:
         checksum: str,
         progress: Progress,
         on_epoch_end: Callable[[int, dict[str, Any]], None] | None,
+        ds_dir: Path | None = None,
     ) -> None:
         from sbrbench.batching import item_tensor
 
         self.ds, self.cfg, self.run_dir, self.device = ds, cfg, run_dir, device
         self.checksum, self.progress, self.on_epoch_end = checksum, progress, on_epoch_end
-        self.model = _make_model(cfg["model"], ds.n_items, cfg["hparams"]).to(device)
+        self.fit_splits = tuple(cfg["fit_splits"])
+        self.model = _build_model(cfg, ds, self.fit_splits, ds_dir, device)
         self.items = item_tensor(ds, device)
         self.ks = tuple(cfg["ks"])
         self.select_split = "valid" if cfg["select_on"] == "valid" else "test"
-        self.fit_splits = tuple(cfg["fit_splits"])
         if self.select_split == "valid" and ("valid" not in ds.splits or len(ds.splits["valid"]) == 0):
             raise SbrError(
                 f"dataset {ds.name!r} has no validation split: preprocess it with a validation fraction "
@@ -526,6 +537,7 @@ class _Trainer:
                             f"(try a lower learning rate); record in {self.run_dir}"
                         )
                     loss.backward()
+                    model.clip_gradients()
                     opt.step()
                     total += val * len(batch)
                     self.progress.batch(i, val)
@@ -599,8 +611,8 @@ def evaluate_run(
     run_dir = Path(run_dir)
     cfg = results.read_config(run_dir)
     src = cfg["data"].get("path") or cfg["dataset"]
-    ds, _ = load_processed(src, cfg["protocol"], data_dir=cfg["data"].get("data_dir"))
-    model = _make_model(cfg["model"], ds.n_items, cfg["hparams"]).to(device)
+    ds, ds_dir = load_processed(src, cfg["protocol"], data_dir=cfg["data"].get("data_dir"))
+    model = _build_model(cfg, ds, tuple(cfg["fit_splits"]), ds_dir, device)
     if model.neural:
         _load_weights(run_dir / "checkpoint" / "best.safetensors", model, device)
     else:

@@ -8,6 +8,9 @@ Every model is an `nn.Module` subclass of `Model`, registered by name with `@reg
 * `components`: named switchable parts (hyper-parameter `drop`) so ablations need no model code;
 * `forward(batch) -> scores (B, n_items)`, column 0 (padding) is `-inf`;
 * neural models: the Trainer computes cross-entropy; `extra_loss(batch, scores)` adds terms;
+  `prepare(dataset, splits, cache_dir)` builds dataset-level structures (global graphs) from the
+  fitted sessions before training and evaluation; `clip_gradients()` runs between backward and
+  the optimizer step;
 * non-neural models (`neural = False`): `fit(dataset, splits)` instead of gradient training.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -76,6 +80,22 @@ class Model(nn.Module):
 
     def fit(self, dataset: ProcessedDataset, splits: tuple[str, ...]) -> None:
         """Fit a non-neural model on the sessions read by `splits` (neural models: no-op)."""
+
+    def prepare(
+        self, dataset: ProcessedDataset, splits: tuple[str, ...], cache_dir: Path | None = None
+    ) -> None:
+        """Build dataset-level structures of a neural model from the sessions `splits` read.
+
+        Called once after construction and before the model moves to its device, both for
+        training and for re-evaluating a saved run, with the run's fit splits (never the test
+        split, and the validation split only when it is part of the fitted data). Structures go
+        into non-persistent buffers so they follow `.to(device)` but stay out of checkpoints.
+        Must be deterministic: use a private `torch.Generator`, not the global RNG.
+        `cache_dir` (the processed dataset's `graphs/` directory, or None) may hold a cache.
+        """
+
+    def clip_gradients(self) -> None:
+        """Called after `backward()` and before the optimizer step (default: nothing)."""
 
     def reset_parameters(self) -> None:
         """Initialise the parameters (called by the constructor of neural models)."""
