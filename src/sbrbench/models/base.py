@@ -174,8 +174,7 @@ def resolve_config(
     ptypes = _field_types(cls.Params)
     ttypes = _field_types(TrainOptions)
     merged: dict[str, Any] = dict(cls.train_defaults)
-    if dataset_name and dataset_name in cls.dataset_defaults:
-        merged.update(cls.dataset_defaults[dataset_name])
+    merged.update(dataset_overrides(cls, dataset_name))
     merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
     pvals: dict[str, Any] = {}
     tvals: dict[str, Any] = {}
@@ -196,6 +195,21 @@ def resolve_config(
     if train.patience < 0 or train.lr <= 0 or train.l2 < 0:
         raise SbrError("training options need patience >= 0, lr > 0 and l2 >= 0")
     return ModelConfig(model=cls.name, params=params, train=train)
+
+
+def dataset_overrides(cls: type[Model], dataset_name: str | None) -> dict[str, Any]:
+    """The model's per-dataset defaults that apply to `dataset_name`.
+
+    An exact key wins; otherwise the longest key of which the name is a derived dataset
+    (`diginetica` applies to `diginetica-top3000` and `diginetica-sample`, `yoochoose` to
+    `yoochoose1_64`).
+    """
+    if not dataset_name:
+        return {}
+    if dataset_name in cls.dataset_defaults:
+        return dict(cls.dataset_defaults[dataset_name])
+    keys = [k for k in cls.dataset_defaults if dataset_name.startswith(k) and dataset_name[len(k)] in "-_0123456789"]
+    return dict(cls.dataset_defaults[max(keys, key=len)]) if keys else {}
 
 
 def _check_params(cls: type[Model], params: Any) -> None:
