@@ -24,3 +24,6 @@ __all__ = [
     "register_model",
     "resolve_config",
 ]
+from sbrbench.models import cmgnn  # noqa: F401,E402
+from sbrbench.models import gcegnn  # noqa: F401,E402
+from sbrbench.models import tagnn, tagnnpp, tagnnpp_released  # noqa: F401,E402
