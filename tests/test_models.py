@@ -33,6 +33,7 @@ def test_every_model_scores_and_learns(name: str) -> None:
     overrides = {"dim": 16} if "dim" in model_info(name)["hparams"] else {}
     model = create_model(name, ds.n_items, ds.name, **overrides)
     model.fit(ds, ("train",))
+    model.prepare(ds, ("train",))
     src = ExampleSource.from_dataset(ds, "train", graphs=model.needs_graph)
     batch = src.batch(slice(0, 32))
     scores = model(batch)
@@ -50,6 +51,7 @@ def test_spop_ranks_session_items_first_then_popularity() -> None:
     ds = small_dataset()
     model = create_model("spop", ds.n_items)
     model.fit(ds, ("train",))
+    model.prepare(ds, ("train",))
     src = ExampleSource.from_dataset(ds, "test")
     b = src.batch(slice(0, 1))
     scores = model(b)[0]

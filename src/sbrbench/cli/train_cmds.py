@@ -10,6 +10,7 @@ import typer
 from sbrbench.cli import app
 from sbrbench.cli.common import DataDirOpt, JsonOpt, ResultsDirOpt, emit_json, stdout_console
 
+DEFAULT_DATASET = "diginetica"
 GpuOpt = Annotated[int | None, typer.Option("--gpu", help="Use GPU N (cuda:N).", show_default=False)]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu or cuda:N (default cpu).", show_default=False)]
 MaxTrainOpt = Annotated[int | None, typer.Option("--max-train-examples", help="Train on the first N training examples only.")]
@@ -17,6 +18,24 @@ SelectOnOpt = Annotated[str, typer.Option("--select-on", help="valid (honest) or
 DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset name or processed directory.")]
 ProtocolOpt = Annotated[str | None, typer.Option("--protocol", help="Preprocessing protocol.")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Number of epochs.")]
+DatasetArg = Annotated[
+    str | None,
+    typer.Argument(help=f"Dataset name or processed directory (same as --dataset; default {DEFAULT_DATASET}).",
+                   show_default=False),
+]
+
+
+def _dataset(positional: str | None, option: str | None) -> str:
+    """The dataset given positionally or with --dataset (not two different ones), else the default."""
+    from sbrbench.errors import SbrError
+
+    if positional and option and positional != option:
+        raise SbrError(f"two datasets given ({positional!r} and --dataset {option!r}); give one")
+    chosen = positional or option
+    if chosen is None:
+        stdout_console(True).print(f"dataset: {DEFAULT_DATASET} (default; choose another with --dataset)")
+        return DEFAULT_DATASET
+    return chosen
 
 
 def _device(gpu: int | None, device: str | None) -> str:
@@ -47,6 +66,7 @@ def models(json_out: JsonOpt = False) -> None:
 @app.command()
 def train(
     model: Annotated[str | None, typer.Argument(help="Model name (see `sbrbench models`).", show_default=False)] = None,
+    dataset_arg: DatasetArg = None,
     dataset: DatasetOpt = None,
     protocol: ProtocolOpt = None,
     epochs: EpochsOpt = None,
@@ -71,8 +91,10 @@ def train(
     from sbrbench.models import parse_set_options
     from sbrbench.train import train as run_train
 
-    if resume is None and (model is None or dataset is None):
-        raise SbrError("give a MODEL and --dataset, or --resume RUN_DIR")
+    if resume is None:
+        if model is None:
+            raise SbrError("give a MODEL (and a dataset), or --resume RUN_DIR")
+        dataset = _dataset(dataset_arg, dataset)
     dev = _device(gpu, device)
     overrides: dict[str, object] = dict(parse_set_options(set_))
     typed = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "l2": l2, "patience": patience}
@@ -97,6 +119,7 @@ def train(
 @app.command()
 def ablate(
     model: Annotated[str, typer.Argument(help="Model name (see `sbrbench models`).", show_default=False)],
+    dataset_arg: DatasetArg = None,
     dataset: DatasetOpt = None,
     drop: Annotated[
         list[str] | None, typer.Option("--drop", help="A component to switch off (repeatable; C1,C2 = both at once).")
@@ -128,14 +151,13 @@ def ablate(
     from sbrbench.errors import SbrError
     from sbrbench.models import parse_set_options
 
-    if dataset is None:
-        raise SbrError("ablate needs --dataset NAME (or a processed directory)")
     varies = parse_vary(vary)
     if not drop and not varies:
         raise SbrError("ablate needs at least one --drop COMPONENT or --vary PARAM=v1,v2,...")
     overrides: dict[str, object] = dict(parse_set_options(set_))
     if epochs is not None:
         overrides["epochs"] = epochs
+    dataset = _dataset(dataset_arg, dataset)
     out = run_ablate(
         model, dataset, drops=drop or [], varies=varies, seeds=seeds, first_seed=seed, overrides=overrides,
         metrics=metric or DEFAULT_METRICS, select_on=select_on, protocol=protocol, data_dir=data_dir,
