@@ -1,9 +1,12 @@
-"""Shared neural building blocks: the SR-GNN gated graph cell and the soft-attention readout."""
+"""Shared neural building blocks: SR-GNN's gated graph cell and soft-attention readout; GCE-GNN's
+four-relation session graph, relational graph attention, session-aware neighbour aggregator,
+reversed-position readout and neighbour sampling (also used by CM-GNN)."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -100,3 +103,168 @@ def uniform_init_(module: nn.Module, dim: int) -> None:
     with torch.no_grad():
         for p in module.parameters():
             p.uniform_(-stdv, stdv)
+
+
+# Relation codes of the session graph, as in the official `utils.Data`.
+REL_NONE, REL_SELF, REL_OUT, REL_IN, REL_BOTH = 0, 1, 2, 3, 4
+
+
+def reverse_prefixes(x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Reverse every left-aligned, 0-padded row of `x` (B, L) within its length (most recent first)."""
+    pos = torch.arange(x.shape[1], device=x.device)
+    idx = (lengths.unsqueeze(1) - 1 - pos.unsqueeze(0)).clamp(min=0)
+    return x.gather(1, idx) * mask
+
+
+def session_relations(rev_alias: torch.Tensor, mask: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
+    """GCE-GNN's four-relation session adjacency (B, N, N) of reversed prefixes.
+
+    `rev_alias` (B, L): node index of each position of the reversed prefix (most recent first);
+    `mask` (B, L) marks real positions; `node_mask` (B, N) real nodes. Codes: 0 none, 1 self (every
+    real node), 2 on (u, v) and 3 on (v, u) for each step u → v of the reversed prefix, 4 on both
+    (u, v) and (v, u) when both steps occur; consecutive repeats u → u add nothing.
+    """
+    bsz, n = node_mask.shape
+    device = rev_alias.device
+    step = torch.zeros(bsz, n, n, dtype=torch.bool, device=device)
+    if rev_alias.shape[1] > 1:
+        edge = mask[:, 1:]
+        rows = torch.arange(bsz, device=device).unsqueeze(1).expand_as(edge)
+        step[rows[edge], rev_alias[:, :-1][edge], rev_alias[:, 1:][edge]] = True
+    eye = torch.eye(n, dtype=torch.bool, device=device)
+    step &= ~eye
+    back = step.transpose(1, 2)
+    rel = torch.zeros(bsz, n, n, dtype=torch.long, device=device)
+    rel[step] = REL_OUT
+    rel[back] = REL_IN
+    rel[step & back] = REL_BOTH
+    rel[eye.unsqueeze(0) & node_mask.unsqueeze(2)] = REL_SELF
+    return rel
+
+
+class RelationalGraphAttention(nn.Module):
+    r"""GCE-GNN's session-level aggregator: graph attention with one vector per relation type.
+
+    .. math::
+        e_{ij} = \mathrm{LeakyReLU}(a_{r_{ij}}^\top (h_i \odot h_j)), \quad
+        \alpha_{ij} = \mathrm{softmax}_{j: r_{ij} > 0}(e_{ij}), \quad h_i' = \sum_j \alpha_{ij} h_j
+
+    Shapes:
+        hidden (B, N, d); relations (B, N, N) long codes 0..n_relations (0 = no edge) → (B, N, d).
+    """
+
+    def __init__(self, dim: int, n_relations: int = 4, negative_slope: float = 0.2) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.empty(n_relations, dim))
+        self.negative_slope = negative_slope
+
+    def forward(self, hidden: torch.Tensor, relations: torch.Tensor) -> torch.Tensor:
+        """Aggregate each node's related nodes."""
+        weighted = hidden.unsqueeze(1) * self.a.view(1, -1, 1, hidden.shape[-1])  # (B, R, N, d)
+        e = F.leaky_relu(torch.matmul(weighted, hidden.unsqueeze(1).transpose(-1, -2)), self.negative_slope)
+        logits = e.gather(1, (relations - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
+        logits = logits.masked_fill(relations == 0, -9e15)
+        return torch.matmul(torch.softmax(logits, dim=-1), hidden)
+
+
+class SessionAwareNeighbourAggregator(nn.Module):
+    r"""GCE-GNN's global-level aggregator: session-aware attention over sampled neighbours.
+
+    .. math::
+        \pi_n = \mathrm{softmax}_n\big(w_2^\top \mathrm{LeakyReLU}_{0.2}(W_1 [s \odot h_n; w_n])\big),
+        \quad h' = \mathrm{act}\big(W_3\, \mathrm{dropout}([h; \textstyle\sum_n \pi_n h_n])\big)
+
+    With `attention=False` the neighbours are averaged instead (no `W_1`, `w_2`).
+
+    Shapes:
+        self_vectors (T, M, d); neighbours (T, M, S, d); weights (T, M, S); session (T, d) → (T, M, d).
+    """
+
+    def __init__(self, dim: int, dropout: float = 0.0, act: str = "relu", attention: bool = True) -> None:
+        super().__init__()
+        self.dim = dim
+        self.dropout = dropout
+        self.act = torch.relu if act == "relu" else torch.tanh
+        self.w_1 = nn.Parameter(torch.empty(dim + 1, dim)) if attention else None
+        self.w_2 = nn.Parameter(torch.empty(dim, 1)) if attention else None
+        self.w_3 = nn.Parameter(torch.empty(2 * dim, dim))
+
+    def forward(
+        self, self_vectors: torch.Tensor, neighbours: torch.Tensor, weights: torch.Tensor, session: torch.Tensor
+    ) -> torch.Tensor:
+        """One aggregation of every entity's neighbours."""
+        if self.w_1 is not None and self.w_2 is not None:
+            s = session.view(session.shape[0], 1, 1, self.dim)
+            x = torch.matmul(s * neighbours, self.w_1[: self.dim]) + weights.unsqueeze(-1) * self.w_1[self.dim]
+            pi = torch.softmax(torch.matmul(F.leaky_relu(x, 0.2), self.w_2).squeeze(-1), dim=-1)
+            agg = (pi.unsqueeze(-1) * neighbours).sum(-2)
+        else:
+            agg = neighbours.mean(-2)
+        out = F.dropout(torch.cat([self_vectors, agg], -1), self.dropout, training=self.training)
+        return self.act(torch.matmul(out, self.w_3))
+
+
+class ReversedPositionReadout(nn.Module):
+    r"""GCE-GNN's readout: soft attention with reversed position embeddings and a gated session mean.
+
+    .. math::
+        z_i = \tanh(W_1 [p_i; h_i]), \quad \beta_i = w_2^\top \sigma(W_{g1} z_i + b + W_{g2} \bar h),
+        \quad S = \sum_i \beta_i h_i
+
+    where position 0 is the most recent click, `\bar h` the mean over real positions and no softmax
+    is taken over the β. `use_position=False` drops `p_i` (`W_1` is then d × d).
+
+    Shapes:
+        rev_hidden (B, L, d) most recent first; mask (B, L) bool → (B, d).
+    """
+
+    def __init__(self, dim: int, max_position: int = 200, use_position: bool = True) -> None:
+        super().__init__()
+        self.dim = dim
+        self.pos_embedding = nn.Embedding(max_position, dim) if use_position else None
+        self.w_1 = nn.Parameter(torch.empty(2 * dim if use_position else dim, dim))
+        self.w_2 = nn.Parameter(torch.empty(dim, 1))
+        self.glu1 = nn.Linear(dim, dim)
+        self.glu2 = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, rev_hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The session representation."""
+        m = mask.to(rev_hidden.dtype).unsqueeze(-1)
+        mean = (rev_hidden * m).sum(1) / m.sum(1)
+        z = torch.matmul(rev_hidden, self.w_1[-self.dim :])
+        if self.pos_embedding is not None:
+            z = z + torch.matmul(self.pos_embedding.weight[: rev_hidden.shape[1]], self.w_1[: self.dim])
+        z = torch.sigmoid(self.glu1(torch.tanh(z)) + self.glu2(mean).unsqueeze(1))
+        beta = torch.matmul(z, self.w_2) * m
+        return (beta * rev_hidden).sum(1)
+
+
+def sample_neighbours(
+    neighbors: np.ndarray | torch.Tensor,
+    weights: np.ndarray | torch.Tensor,
+    counts: np.ndarray | torch.Tensor,
+    sample_num: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GCE-GNN's `handle_adj`: `sample_num` neighbours per item and their weights.
+
+    Items with at least `sample_num` neighbours get a random subset without replacement, items
+    with fewer a draw with replacement, items with none item 0 with weight 0.
+    Returns (items (n, sample_num) long, weights (n, sample_num) float32).
+    """
+    nb = torch.as_tensor(np.asarray(neighbors), dtype=torch.long)
+    wt = torch.as_tensor(np.asarray(weights), dtype=torch.float32)
+    cnt = torch.as_tensor(np.asarray(counts), dtype=torch.long)
+    n, k = nb.shape
+    if k >= sample_num:
+        keys = torch.rand(n, k, generator=generator)
+        keys = keys.masked_fill(torch.arange(k).unsqueeze(0) >= cnt.unsqueeze(1), 2.0)
+        without = keys.argsort(dim=1)[:, :sample_num]
+    else:
+        without = torch.zeros(n, sample_num, dtype=torch.long)
+    draw = torch.rand(n, sample_num, generator=generator)
+    withrep = (draw * cnt.unsqueeze(1)).long().clamp(max=k - 1)
+    withrep = torch.minimum(withrep, (cnt - 1).clamp(min=0).unsqueeze(1))
+    idx = torch.where((cnt >= sample_num).unsqueeze(1), without, withrep)
+    has = (cnt > 0).unsqueeze(1)
+    return nb.gather(1, idx) * has, wt.gather(1, idx) * has
