@@ -1,0 +1,308 @@
+"""TAGNN, TAGNN++ (paper) and TAGNN++ (as released): chunked target attention, official padding,
+Adaptive Gradient Clipping, components, defaults, and learning on real Diginetica data."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sbrbench.batching import ExampleSource
+from sbrbench.data.dataset import ProcessedDataset, augment_all_prefixes, from_sequences
+from sbrbench.errors import SbrError
+from sbrbench.models import create_model, resolve_config
+from sbrbench.models.tagnn import target_attention_scores, target_attention_scores_naive
+from sbrbench.optim import adaptive_grad_clip_
+
+
+def tiny_dataset(n_sessions: int = 80, n_items: int = 25, seed: int = 3) -> ProcessedDataset:
+    rng = np.random.default_rng(seed)
+    # short alphabets so prefixes repeat items (repeated nodes, self-loops)
+    sessions = [rng.integers(1, n_items, size=int(rng.integers(2, 10))).tolist() for _ in range(n_sessions)]
+    items, offsets, _ = from_sequences("tiny", "t", sessions)
+    idx = np.arange(n_sessions)
+    splits = {
+        "train": augment_all_prefixes(offsets, idx[:60]),
+        "valid": augment_all_prefixes(offsets, idx[60:70]),
+        "test": augment_all_prefixes(offsets, idx[70:]),
+    }
+    return ProcessedDataset("tiny", "t", n_items, items, offsets, splits)
+
+
+# ---- chunked target attention ----------------------------------------------------------------------
+@pytest.mark.parametrize("official", [False, True])
+@pytest.mark.parametrize("chunk", [1, 7, 0])
+def test_chunked_target_attention_equals_naive_forward_and_gradients(official: bool, chunk: int) -> None:
+    gen = torch.Generator().manual_seed(0)
+    bsz, seqlen, dim, n = 5, 7, 6, 31
+    lengths = torch.tensor([7, 3, 1, 5, 7])
+    mask = torch.arange(seqlen).unsqueeze(0) < lengths.unsqueeze(1)
+    n_pad = (torch.tensor([9, 9, 9, 9, 7]) - lengths).float() if official else None
+    items = torch.randn(n, dim, generator=gen, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(bsz, seqlen, dim, generator=gen, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(bsz, seqlen, dim, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(bsz, n, generator=gen, dtype=torch.float64)
+    fast = target_attention_scores(items, q, h, mask, n_pad, chunk)
+    slow = target_attention_scores_naive(items, q, h, mask, n_pad)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)
+    g_fast = torch.autograd.grad((fast * w).sum(), (items, q, h))
+    g_slow = torch.autograd.grad((slow * w).sum(), (items, q, h))
+    for a, b in zip(g_fast, g_slow):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    # padded positions and padding rows get no gradient
+    assert g_fast[1][~mask].abs().max() == 0 and g_fast[2][~mask].abs().max() == 0
+
+
+def test_official_padding_changes_the_target_softmax() -> None:
+    gen = torch.Generator().manual_seed(1)
+    items = torch.randn(4, 3, generator=gen)
+    q, h = torch.randn(2, 3, 3, generator=gen), torch.randn(2, 3, 3, generator=gen)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    masked = target_attention_scores(items, q, h, mask)
+    padded = target_attention_scores(items, q, h, mask, torch.tensor([4.0, 0.0]))
+    assert not torch.allclose(masked[0], padded[0])  # row 0 has 4 zero-logit slots in its softmax
+    torch.testing.assert_close(masked[1], padded[1])  # row 1 has none
+
+
+# ---- the official code, re-done naively on inputs padded to len_max ------------------------------------
+def official_slice(prefixes: list[list[int]], len_max: int) -> tuple[torch.Tensor, ...]:
+    """The official `Data.get_slice` on prefixes padded with item 0 up to `len_max`."""
+    inputs = [p + [0] * (len_max - len(p)) for p in prefixes]
+    mask = torch.tensor([[1.0] * len(p) + [0.0] * (len_max - len(p)) for p in prefixes])
+    n_node = max(len(np.unique(u)) for u in inputs)
+    nodes, a_in, a_out, alias = [], [], [], []
+    for u in inputs:
+        node = np.unique(u)
+        nodes.append(node.tolist() + [0] * (n_node - len(node)))
+        a = np.zeros((n_node, n_node))
+        for i in range(len(u) - 1):
+            if u[i + 1] == 0:
+                break
+            a[np.where(node == u[i])[0][0], np.where(node == u[i + 1])[0][0]] = 1
+        indeg, outdeg = a.sum(0), a.sum(1)
+        indeg[indeg == 0], outdeg[outdeg == 0] = 1, 1
+        a_in.append((a / indeg).T)
+        a_out.append(a / outdeg[:, None])
+        alias.append([int(np.where(node == i)[0][0]) for i in u])
+    f = lambda x: torch.tensor(np.array(x), dtype=torch.float32)  # noqa: E731
+    return torch.tensor(nodes), f(a_in), f(a_out), torch.tensor(alias), mask
+
+
+def official_compute_scores(model: torch.nn.Module, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """TAGNN's `compute_scores`, naive: softmaxes over every padded position, (B, |V|-1) scores."""
+    r = model.readout
+    ht = hidden[torch.arange(mask.shape[0]), mask.sum(1).long() - 1]
+    alpha = F.softmax(r.linear_three(torch.sigmoid(r.linear_one(ht).unsqueeze(1) + r.linear_two(hidden))), 1)
+    a = (alpha * hidden * mask.unsqueeze(2)).sum(1)
+    if r.transform is not None:
+        a = r.transform(torch.cat([a, ht], 1))
+    b = model.embedding.weight[1:]
+    hidden = hidden * mask.unsqueeze(2)
+    beta = F.softmax(b @ model.target.linear_t(hidden).transpose(1, 2), -1)
+    return ((a.unsqueeze(1) + beta @ hidden) * b).sum(-1)
+
+
+def _batch_and_prefixes(ds: ProcessedDataset) -> tuple[object, list[list[int]]]:
+    src = ExampleSource.from_dataset(ds, "test", graphs=True)
+    batch = src.batch(slice(0, len(src)))
+    prefixes = [batch.seq[i, : batch.lengths[i]].tolist() for i in range(len(batch))]
+    return batch, prefixes
+
+
+@pytest.mark.parametrize("extra", [0, 3])
+def test_tagnn_official_padding_equals_the_official_code_padded_to_len_max(extra: int) -> None:
+    ds = tiny_dataset()
+    batch, prefixes = _batch_and_prefixes(ds)
+    torch.manual_seed(0)
+    model = create_model("tagnn", ds.n_items, dim=8).eval()
+    len_max = int(batch.lengths.max()) + extra
+    model.len_max = len_max
+    nodes, a_in, a_out, alias, mask = official_slice(prefixes, len_max)
+    with torch.no_grad():
+        hidden = model.gnn(a_in, a_out, model.embedding(nodes))
+        seq_hidden = torch.stack([hidden[i][alias[i]] for i in range(len(alias))])
+        expected = official_compute_scores(model, seq_hidden, mask)
+        got = model(batch)
+    assert (batch.lengths == len_max).any() == (extra == 0)  # full-length rows covered
+    torch.testing.assert_close(got[:, 1:], expected, rtol=1e-5, atol=1e-5)
+    assert torch.isneginf(got[:, 0]).all()
+    masked = create_model("tagnn", ds.n_items, dim=8, padding="masked").eval()
+    masked.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(masked(batch), got)
+
+
+@pytest.mark.parametrize("extra", [0, 2])
+def test_tagnnpp_released_equals_the_released_code_padded_to_len_max(extra: int) -> None:
+    ds = tiny_dataset(seed=5)
+    batch, prefixes = _batch_and_prefixes(ds)
+    torch.manual_seed(0)
+    model = create_model("tagnnpp-released", ds.n_items, dim=8).eval()
+    len_max = int(batch.lengths.max()) + extra
+    model.len_max = len_max
+    nodes, a_in, a_out, alias, mask = official_slice(prefixes, len_max)
+    with torch.no_grad():
+        hidden = model.gnn(a_in, a_out, model.embedding(nodes))
+        causal = torch.ones(hidden.shape[1], hidden.shape[1], dtype=torch.bool).triu(1)
+        att, _ = model.block.attn(hidden, hidden, hidden, attn_mask=causal)
+        hidden = att + model.block.norm(hidden)
+        seq_hidden = torch.stack([hidden[i][alias[i]] for i in range(len(alias))])
+        expected = official_compute_scores(model, seq_hidden, mask)
+        got = model(batch)
+    assert model.readout.transform is None  # nonhybrid, as released
+    torch.testing.assert_close(got[:, 1:], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_dropping_the_attention_blocks_gives_tagnn() -> None:
+    ds = tiny_dataset()
+    batch, _ = _batch_and_prefixes(ds)
+    torch.manual_seed(0)
+    tagnn = create_model("tagnn", ds.n_items, dim=8, hybrid=False).eval()
+    tagnn.len_max = 12
+    released = create_model("tagnnpp-released", ds.n_items, dim=8, drop="transformer").eval()
+    released.load_state_dict(tagnn.state_dict())
+    released.len_max = 12
+    paper = create_model("tagnnpp", ds.n_items, dim=8, hybrid=False, drop="transformer,agc").eval()
+    paper.load_state_dict(tagnn.state_dict())
+    masked = create_model("tagnn", ds.n_items, dim=8, hybrid=False, padding="masked").eval()
+    masked.load_state_dict(tagnn.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(released(batch), tagnn(batch))
+        torch.testing.assert_close(paper(batch), masked(batch))
+
+
+# ---- AGC ----------------------------------------------------------------------------------------------
+def test_agc_matches_a_hand_computed_example() -> None:
+    w = torch.tensor([[3.0, 4.0], [0.0, 0.0], [0.6, 0.8]], requires_grad=True)  # row norms 5, 0, 1
+    b = torch.tensor([0.6, 0.8], requires_grad=True)  # norm 1
+    w.grad = torch.tensor([[0.3, 0.4], [1.0, 0.0], [0.006, 0.008]])  # norms 0.5, 1, 0.01
+    b.grad = torch.tensor([0.03, 0.04])  # norm 0.05
+    adaptive_grad_clip_([w, b], clipping=0.01, eps=1e-3)
+    # row 0: max 0.01*5 = 0.05 < 0.5 -> scaled by 0.1; row 1: max 0.01*eps = 1e-5 -> (1e-5, 0);
+    # row 2: max 0.01 = 0.01 -> untouched (not above); bias: max 0.01 < 0.05 -> scaled by 0.2
+    torch.testing.assert_close(w.grad, torch.tensor([[0.03, 0.04], [1e-5, 0.0], [0.006, 0.008]]))
+    torch.testing.assert_close(b.grad, torch.tensor([0.006, 0.008]))
+    conv = torch.ones(2, 1, 2, 2, requires_grad=True)  # one unit per output channel, norm 2
+    conv.grad = torch.cat([torch.ones(1, 1, 2, 2), torch.full((1, 1, 2, 2), 1e-3)])
+    adaptive_grad_clip_(conv, clipping=0.1)
+    torch.testing.assert_close(conv.grad[0], torch.full((1, 2, 2), 0.1))
+    torch.testing.assert_close(conv.grad[1], torch.full((1, 2, 2), 1e-3))
+    with pytest.raises(ValueError):
+        adaptive_grad_clip_(conv, clipping=0.0)
+
+
+# ---- components ----------------------------------------------------------------------------------------
+COMPONENTS = {
+    "tagnn": {"gnn": ("gnn.",), "target": ("target.",)},
+    "tagnnpp": {
+        "transformer": ("encoder.", "pos_embedding."),
+        "gnn": ("gnn.",),
+        "posemb": ("pos_embedding.",),
+        "agc": (),
+    },
+    "tagnnpp-released": {"transformer": ("block.",), "gnn": ("gnn.",)},
+}
+
+
+@pytest.mark.parametrize(("name", "component"), [(m, c) for m, cs in COMPONENTS.items() for c in cs])
+def test_every_component_switches_off_cleanly(name: str, component: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sbrbench.models.tagnnpp as tagnnpp_module
+
+    calls: list[int] = []
+    real_agc = tagnnpp_module.adaptive_grad_clip_
+    monkeypatch.setattr(tagnnpp_module, "adaptive_grad_clip_", lambda *a, **k: (calls.append(1), real_agc(*a, **k)))
+    ds = tiny_dataset()
+    batch = ExampleSource.from_dataset(ds, "train", graphs=True).batch(slice(0, 16))
+    kw = {"dim": 8, "heads": 2} if name != "tagnn" else {"dim": 8}
+    full = create_model(name, ds.n_items, **kw)
+    model = create_model(name, ds.n_items, drop=component, **kw)
+    assert set(model.components) == set(COMPONENTS[name])
+    names = [n for n, _ in model.named_parameters()]
+    full_names = [n for n, _ in full.named_parameters()]
+    for prefix in COMPONENTS[name][component]:
+        assert any(n.startswith(prefix) for n in full_names)
+        assert not any(n.startswith(prefix) for n in names), f"{component} still has parameters"
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params < sum(p.numel() for p in full.parameters()) or component == "agc"
+    for m in (full, model):
+        calls.clear()
+        m.prepare(ds, ("train",))
+        opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+        loss = F.cross_entropy(m(batch), batch.targets)
+        assert torch.isfinite(loss)
+        loss.backward()
+        m.clip_gradients()
+        opt.step()
+        if name == "tagnnpp":
+            assert len(calls) == (0 if m is model and component == "agc" else 1)
+        else:
+            assert not calls
+
+
+def test_bad_settings_are_one_line_errors() -> None:
+    with pytest.raises(SbrError, match="padding must be one of"):
+        create_model("tagnn", 10, padding="zero")
+    with pytest.raises(SbrError, match="multiple of heads"):
+        create_model("tagnnpp", 10, dim=10, heads=3)
+    with pytest.raises(SbrError, match="no component"):
+        create_model("tagnnpp-released", 10, drop="agc")
+
+
+# ---- defaults -----------------------------------------------------------------------------------------
+def test_paper_and_release_defaults() -> None:
+    expected = {"diginetica": (120, 8), "diginetica-top3000": (120, 8), "yoochoose1_64": (100, 2)}
+    for ds_name, (dim, heads) in expected.items():
+        cfg = resolve_config("tagnnpp", ds_name)
+        assert (cfg.params.dim, cfg.params.heads, cfg.params.dropout) == (dim, heads, 0.1)
+        t = cfg.train
+        assert (t.batch_size, t.lr, t.lr_dc, t.lr_dc_step, t.l2, t.epochs) == (50, 1e-4, 0.1, 3, 1e-6, 15)
+    for ds_name, (bs, dim) in {"diginetica": (50, 100), "yoochoose1_64": (75, 120)}.items():
+        cfg = resolve_config("tagnnpp-released", ds_name)
+        assert (cfg.train.batch_size, cfg.params.dim, cfg.params.heads, cfg.params.hybrid) == (bs, dim, 2, False)
+        assert (cfg.train.lr, cfg.train.l2, cfg.train.epochs) == (1e-3, 1e-5, 30)
+        assert cfg.params.padding == "official"
+    cfg = resolve_config("tagnn", "diginetica")
+    assert (cfg.params.dim, cfg.params.hybrid, cfg.params.padding, cfg.train.batch_size, cfg.train.l2) == (
+        100, True, "official", 100, 1e-5,
+    )
+
+
+def test_prepare_takes_len_max_from_the_fit_splits_only() -> None:
+    ds = tiny_dataset()
+    model = create_model("tagnn", ds.n_items, dim=8)
+    model.prepare(ds, ("train",))
+    assert model.len_max == int(ds.examples("train").length.max())
+    model.prepare(ds, ("train", "valid"))
+    assert model.len_max == max(int(ds.examples(s).length.max()) for s in ("train", "valid"))
+
+
+# ---- learning on real data ----------------------------------------------------------------------------
+def test_tagnn_learns_on_diginetica_beyond_pop_and_spop(diginetica, tmp_path) -> None:
+    from sbrbench.data.subset import top_items_subset
+    from sbrbench.train import train
+
+    ds = top_items_subset(diginetica, 1000)
+    rng = np.random.default_rng(0)
+    sp = ds.splits
+    ds = dataclasses.replace(
+        ds,
+        splits={
+            "train": sp["train"].take(np.sort(rng.choice(len(sp["train"]), 10_000, replace=False))),
+            "valid": sp["valid"].take(np.arange(0, len(sp["valid"]), 20)),
+            "test": sp["test"].take(np.arange(0, len(sp["test"]), 10)),
+        },
+    )
+    res = {
+        m: train(m, ds, results_dir=tmp_path, overrides=ov)["test"]
+        for m, ov in {
+            "pop": {},
+            "spop": {},
+            "tagnn": {"dim": 32, "lr": 0.01, "epochs": 1, "batch_size": 100, "eval_batch_size": 500},
+        }.items()
+    }
+    assert res["tagnn"]["P@20"] > res["pop"]["P@20"] + 0.3
+    assert res["tagnn"]["MRR@20"] > res["pop"]["MRR@20"] + 0.1
+    assert res["tagnn"]["P@20"] > res["spop"]["P@20"] + 0.08
