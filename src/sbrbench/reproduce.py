@@ -72,7 +72,7 @@ NEURAL_BUDGETS = {
     "ci": Budget("ci", epochs=1, top_items=3000),
 }
 # Tables with many neural rows: CI checks the wiring on a smaller slice.
-SMALL_CI_BUDGETS = {**NEURAL_BUDGETS, "ci": Budget("ci", epochs=1, top_items=1000, max_train_examples=20_000)}
+SMALL_CI_BUDGETS = {**NEURAL_BUDGETS, "ci": Budget("ci", epochs=1, top_items=1000, max_train_examples=10_000)}
 
 
 TABLES: Registry[TableSpec] = Registry("table")
