@@ -98,7 +98,17 @@ class Model(nn.Module):
         """Called after `backward()` and before the optimizer step (default: nothing)."""
 
     def reset_parameters(self) -> None:
-        """Initialise the parameters (called by the constructor of neural models)."""
+        """Initialise the parameters (called by the constructor of neural models).
+
+        Default: every parameter ~ U(-1/sqrt(dim), 1/sqrt(dim)), the initialisation of the
+        official SR-GNN, TAGNN, TAGNN++, GCE-GNN and DHCN code; models without a `dim`
+        hyper-parameter keep PyTorch's defaults. Override for another scheme.
+        """
+        dim = getattr(self.params, "dim", None)
+        if isinstance(dim, int) and dim > 0:
+            from sbrbench.models.layers import uniform_init_
+
+            uniform_init_(self, dim)
 
 
 def register_model(name: str):  # type: ignore[no-untyped-def]

@@ -54,7 +54,7 @@ from torch import nn
 from sbrbench.errors import SbrError
 from sbrbench.losses import info_nce
 from sbrbench.models.base import Model, dropped, register_model
-from sbrbench.models.gcegnn import (
+from sbrbench.models.layers import (
     RelationalGraphAttention,
     ReversedPositionReadout,
     SessionAwareNeighbourAggregator,
@@ -62,7 +62,6 @@ from sbrbench.models.gcegnn import (
     sample_neighbours,
     session_relations,
 )
-from sbrbench.models.layers import uniform_init_
 
 if TYPE_CHECKING:
     from sbrbench.batching import Batch
@@ -231,9 +230,6 @@ class CMGNN(Model):
         self._views: tuple[torch.Tensor, torch.Tensor] | None = None
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """GCE-GNN / DHCN initialisation: U(-1/sqrt(d), 1/sqrt(d)) for every parameter."""
-        uniform_init_(self, self.params.dim)
 
     # ---- dataset-level graphs ----------------------------------------------------------------------
     def prepare(

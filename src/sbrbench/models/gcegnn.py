@@ -52,19 +52,13 @@ from torch import nn
 
 from sbrbench.errors import SbrError
 from sbrbench.models.base import Model, dropped, register_model
-from sbrbench.models.layers import (  # noqa: F401  (re-exported: CM-GNN imports them from here too)
-    REL_BOTH,
-    REL_IN,
-    REL_NONE,
-    REL_OUT,
-    REL_SELF,
+from sbrbench.models.layers import (
     RelationalGraphAttention,
     ReversedPositionReadout,
     SessionAwareNeighbourAggregator,
     reverse_prefixes,
     sample_neighbours,
     session_relations,
-    uniform_init_,
 )
 
 if TYPE_CHECKING:
@@ -134,9 +128,6 @@ class GCEGNN(Model):
         self.prepared = not self.use_global
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """Official initialisation: U(-1/sqrt(d), 1/sqrt(d)) for every parameter."""
-        uniform_init_(self, self.params.dim)
 
     def prepare(
         self, dataset: ProcessedDataset, splits: tuple[str, ...], cache_dir: Path | None = None

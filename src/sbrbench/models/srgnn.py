@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from sbrbench.models.base import Model, dropped, register_model
-from sbrbench.models.layers import GatedGraphCell, SoftAttentionReadout, uniform_init_
+from sbrbench.models.layers import GatedGraphCell, SoftAttentionReadout
 
 if TYPE_CHECKING:
     from sbrbench.batching import Batch
@@ -56,9 +56,6 @@ class SRGNN(Model):
         self.readout = SoftAttentionReadout(p.dim, hybrid=p.hybrid, use_global="global" not in off)
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """Official initialisation: U(-1/sqrt(d), 1/sqrt(d)) for every parameter."""
-        uniform_init_(self, self.params.dim)
 
     def session_embedding(self, batch: Batch) -> torch.Tensor:
         """The hybrid session representation s_h (B, d)."""

@@ -31,7 +31,7 @@ from torch import nn
 
 from sbrbench.errors import SbrError
 from sbrbench.models.base import Model, dropped, register_model
-from sbrbench.models.layers import GatedGraphCell, uniform_init_
+from sbrbench.models.layers import GatedGraphCell
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -346,9 +346,6 @@ class TAGNN(Model):
         self.len_max: int | None = None
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """Official initialisation: U(-1/sqrt(d), 1/sqrt(d)) for every parameter."""
-        uniform_init_(self, self.params.dim)
 
     def prepare(
         self, dataset: ProcessedDataset, splits: tuple[str, ...], cache_dir: Path | None = None

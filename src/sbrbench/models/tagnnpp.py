@@ -16,7 +16,7 @@ from torch import nn
 
 from sbrbench.errors import SbrError
 from sbrbench.models.base import Model, dropped, register_model
-from sbrbench.models.layers import GatedGraphCell, uniform_init_
+from sbrbench.models.layers import GatedGraphCell
 from sbrbench.models.tagnn import TagnnReadout, TargetAttention, gather_positions, target_aware_scores
 from sbrbench.optim import adaptive_grad_clip_
 
@@ -112,9 +112,6 @@ class TAGNNPP(Model):
         self.target = TargetAttention(p.dim, p.chunk)
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """U(-1/sqrt(d), 1/sqrt(d)) for every parameter, as in the TAGNN/TAGNN++ code."""
-        uniform_init_(self, self.params.dim)
 
     def sequence_states(self, batch: Batch) -> torch.Tensor:
         """(B, L, d) hidden state of every click after the GNN and the encoder."""

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from sbrbench.models.base import Model, dropped, register_model
-from sbrbench.models.layers import GatedGraphCell, uniform_init_
+from sbrbench.models.layers import GatedGraphCell
 from sbrbench.models.tagnn import (
     TagnnReadout,
     TargetAttention,
@@ -132,9 +132,6 @@ class TAGNNPPReleased(Model):
         self.len_max: int | None = None
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """Release initialisation: U(-1/sqrt(d), 1/sqrt(d)) for every parameter."""
-        uniform_init_(self, self.params.dim)
 
     def prepare(
         self, dataset: ProcessedDataset, splits: tuple[str, ...], cache_dir: Path | None = None
