@@ -3,7 +3,9 @@
 Tables are registered in `TABLES` (a `Registry`), so later issues add theirs (TAGNN++, CM-GNN).
 A budget decides how much is trained: `full` uses each model's paper settings; `reduced` trains
 neural models for one epoch on the first 100,000 training examples of the full data (a labelled
-CPU budget whose figures are comparable with, but below, the papers'); `ci` fits the non-neural
+GPU or patient-CPU budget whose figures are comparable with, but below, the papers'); `small`
+trains one epoch on the dataset restricted to its 1,000 most frequent items (a CPU budget for the
+TAGNN family, whose full-catalogue target attention costs hours per epoch on a CPU); `ci` fits the non-neural
 baselines in full and trains neural models briefly on the dataset restricted to its most frequent
 items (`sbrbench.data.subset.top_items_subset`), which the table labels. The budget actually
 used (epochs, training examples, device) is printed in the table and stored in the JSON.
@@ -69,6 +71,7 @@ class TableSpec:
 NEURAL_BUDGETS = {
     "full": Budget("full"),
     "reduced": Budget("reduced", epochs=1, max_train_examples=100_000),
+    "small": Budget("small", epochs=1, top_items=1000),
     "ci": Budget("ci", epochs=1, top_items=3000),
 }
 # Tables with many neural rows: CI checks the wiring on a smaller slice.

@@ -175,7 +175,7 @@ def ablate(
 @app.command()
 def reproduce(
     table: Annotated[str, typer.Argument(help="Table to reproduce, e.g. srgnn-table2.")],
-    budget: Annotated[str, typer.Option("--budget", help="full (paper settings), reduced (1 epoch on 100k examples) or ci (1 epoch on a frequent-item subset).")] = "full",
+    budget: Annotated[str, typer.Option("--budget", help="full (paper settings), reduced (1 epoch on 100k examples), small (1 epoch on the top-1000-item subset) or ci.")] = "full",
     datasets: Annotated[list[str] | None, typer.Option("--datasets", help="Only these datasets.")] = None,
     select_on: Annotated[str, typer.Option("--select-on", help="valid or test.")] = "valid",
     gpu: GpuOpt = None,
