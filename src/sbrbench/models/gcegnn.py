@@ -128,7 +128,6 @@ class GCEGNN(Model):
         self.prepared = not self.use_global
         self.reset_parameters()
 
-
     def prepare(
         self, dataset: ProcessedDataset, splits: tuple[str, ...], cache_dir: Path | None = None
     ) -> None:

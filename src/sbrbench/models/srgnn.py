@@ -56,7 +56,6 @@ class SRGNN(Model):
         self.readout = SoftAttentionReadout(p.dim, hybrid=p.hybrid, use_global="global" not in off)
         self.reset_parameters()
 
-
     def session_embedding(self, batch: Batch) -> torch.Tensor:
         """The hybrid session representation s_h (B, d)."""
         hidden = self.embedding(batch.nodes)

@@ -296,8 +296,41 @@ class TAGNNParams:
     drop: str = ""  # comma-separated components to switch off: gnn, target
 
 
+class GatedSessionModel(Model):
+    """Shared by TAGNN and the released TAGNN++: embeddings, the gated cell and official padding.
+
+    Subclasses create `embedding` and `gnn` (None when dropped); `prepare()` records `len_max`,
+    the longest fitted prefix, for the official padding emulation.
+    """
+
+    embedding: nn.Embedding
+    gnn: GatedGraphCell | None
+    len_max: int | None = None
+
+    def prepare(
+        self, dataset: ProcessedDataset, splits: tuple[str, ...], cache_dir: Path | None = None
+    ) -> None:
+        """Record `len_max`, the longest fitted prefix, for the official padding emulation."""
+        self.len_max = fit_len_max(dataset, splits)
+
+    def node_states(self, batch: Batch) -> torch.Tensor:
+        """Node hidden states (B, N, d): layer-0 embeddings after the gated cell (if any)."""
+        assert batch.nodes is not None and batch.alias is not None
+        hidden = self.embedding(batch.nodes)
+        if self.gnn is not None:
+            hidden = self.gnn(batch.adj_in, batch.adj_out, hidden)
+        return hidden
+
+    def padding_terms(self, batch: Batch, dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(pad counts (B,), padding-node state (1, d)) under `padding="official"`, else (None, None)."""
+        if self.params.padding != "official":
+            return None, None
+        n_pad = official_pad_counts(batch.lengths, self.len_max).to(dtype)
+        return n_pad, pad_node_state(self.embedding, self.gnn).view(1, -1)
+
+
 @register_model("tagnn")
-class TAGNN(Model):
+class TAGNN(GatedSessionModel):
     """TAGNN: SR-GNN's gated graph cell plus target-aware attention over every candidate item.
 
     Faithful to CRIPAC-DIG/TAGNN: session graphs and gated cell as SR-GNN, readout with a
@@ -343,26 +376,11 @@ class TAGNN(Model):
         self.gnn = None if "gnn" in off else GatedGraphCell(p.dim, p.step)
         self.readout = TagnnReadout(p.dim, hybrid=p.hybrid)
         self.target = None if "target" in off else TargetAttention(p.dim, p.chunk)
-        self.len_max: int | None = None
         self.reset_parameters()
-
-
-    def prepare(
-        self, dataset: ProcessedDataset, splits: tuple[str, ...], cache_dir: Path | None = None
-    ) -> None:
-        """Record `len_max`, the longest fitted prefix, for the official padding emulation."""
-        self.len_max = fit_len_max(dataset, splits)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Scores (B, n_items) against the layer-0 item embeddings; column 0 is -inf."""
-        assert batch.nodes is not None and batch.alias is not None
-        hidden = self.embedding(batch.nodes)
-        if self.gnn is not None:
-            hidden = self.gnn(batch.adj_in, batch.adj_out, hidden)
-        seq_hidden = gather_positions(hidden, batch.alias)
-        n_pad = pad_hidden = None
-        if self.params.padding == "official":
-            n_pad = official_pad_counts(batch.lengths, self.len_max).to(seq_hidden.dtype)
-            pad_hidden = pad_node_state(self.embedding, self.gnn).view(1, -1)
+        seq_hidden = gather_positions(self.node_states(batch), batch.alias)
+        n_pad, pad_hidden = self.padding_terms(batch, seq_hidden.dtype)
         session = self.readout(seq_hidden, batch.mask, batch.lengths, pad_hidden, n_pad)
         return target_aware_scores(session, self.embedding.weight, self.target, seq_hidden, batch.mask, n_pad)

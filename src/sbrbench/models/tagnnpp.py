@@ -112,7 +112,6 @@ class TAGNNPP(Model):
         self.target = TargetAttention(p.dim, p.chunk)
         self.reset_parameters()
 
-
     def sequence_states(self, batch: Batch) -> torch.Tensor:
         """(B, L, d) hidden state of every click after the GNN and the encoder."""
         assert batch.nodes is not None and batch.alias is not None

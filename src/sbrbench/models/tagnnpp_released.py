@@ -12,25 +12,20 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from sbrbench.models.base import Model, dropped, register_model
+from sbrbench.models.base import dropped, register_model
 from sbrbench.models.layers import GatedGraphCell
 from sbrbench.models.tagnn import (
+    GatedSessionModel,
     TagnnReadout,
     TargetAttention,
     check_padding,
-    fit_len_max,
     gather_positions,
-    official_pad_counts,
-    pad_node_state,
     target_aware_scores,
 )
 from sbrbench.models.tagnnpp import check_heads
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from sbrbench.batching import Batch
-    from sbrbench.data.dataset import ProcessedDataset
 
 
 class CausalNodeAttention(nn.Module):
@@ -74,7 +69,7 @@ class TAGNNPPReleasedParams:
 
 
 @register_model("tagnnpp-released")
-class TAGNNPPReleased(Model):
+class TAGNNPPReleased(GatedSessionModel):
     """TAGNN++ as released: TAGNN's GNN, one causal 2-head attention block over the graph nodes.
 
     Faithful to The-Learning-Machines/SBR `model.py` with its `--defaults` (always on): embedding
@@ -129,30 +124,15 @@ class TAGNNPPReleased(Model):
             self.block = CausalNodeAttention(p.dim, p.heads, p.dropout)
         self.readout = TagnnReadout(p.dim, hybrid=p.hybrid)
         self.target = TargetAttention(p.dim, p.chunk)
-        self.len_max: int | None = None
         self.reset_parameters()
-
-
-    def prepare(
-        self, dataset: ProcessedDataset, splits: tuple[str, ...], cache_dir: Path | None = None
-    ) -> None:
-        """Record `len_max`, the longest fitted prefix, for the official padding emulation."""
-        self.len_max = fit_len_max(dataset, splits)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Scores (B, n_items) against the layer-0 item embeddings; column 0 is -inf."""
-        assert batch.nodes is not None and batch.alias is not None
-        hidden = self.embedding(batch.nodes)
-        if self.gnn is not None:
-            hidden = self.gnn(batch.adj_in, batch.adj_out, hidden)
-        official = self.params.padding == "official"
-        n_pad = pad_hidden = None
+        hidden = self.node_states(batch)
+        n_pad, pad_hidden = self.padding_terms(batch, hidden.dtype)
         alias = batch.alias
-        if official:
-            n_pad = official_pad_counts(batch.lengths, self.len_max).to(hidden.dtype)
-            pad_hidden = pad_node_state(self.embedding, self.gnn).view(1, -1)
         if self.block is not None:
-            if official:
+            if n_pad is not None:
                 assert pad_hidden is not None and n_pad is not None
                 hidden = torch.cat([pad_hidden.expand(hidden.shape[0], 1, -1), hidden], 1)
                 hidden = self.block(hidden, first_absent=n_pad == 0)
