@@ -93,6 +93,24 @@ def test_resume_is_exact(small_dir: Path, tmp_path: Path) -> None:
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_sigterm_stops_like_ctrl_c(small_dir: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+
+    def term_after_one(epoch: int, row: dict) -> None:
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted, match="checkpoint of epoch 1 kept"):
+        _run(small_dir, tmp_path, seed=3, on_epoch_end=term_after_one)
+    run_dir = next(tmp_path.glob("runs/small/srgnn/*"))
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+    assert (run_dir / "checkpoint" / "state.pt").is_file()
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_nan_loss_stops_with_one_line_error(small_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sbrbench.models.srgnn import SRGNN
 

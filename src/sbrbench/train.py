@@ -512,6 +512,7 @@ class _Trainer:
         )
         self.progress.start(epochs, start_epoch)
         epoch = start_epoch
+        restore_term = _sigterm_interrupts()
         try:
             for epoch in range(start_epoch, epochs):
                 if patience and bad >= patience:
@@ -580,11 +581,30 @@ class _Trainer:
                 f"resume with `sbrbench train --resume {self.run_dir}`"
             ) from None
         finally:
+            restore_term()
             self.progress.stop()
         if best_epoch is not None:
             _load_weights(ckpt / "best.safetensors", model, self.device)
         valid, test = self._final_eval()
         return self._finish("complete", best_epoch, valid, test)
+
+
+def _sigterm_interrupts() -> Callable[[], None]:
+    """Treat SIGTERM (a scheduler's pre-emption, `kill`) like Ctrl-C while training; returns the undo.
+
+    Background jobs ignore SIGINT, so SIGTERM is how they are stopped: the run then keeps its last
+    epoch's checkpoint and an "interrupted" record for `--resume`.
+    """
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def make_optimizer(model: Model, tcfg: dict[str, Any]) -> torch.optim.Optimizer:
