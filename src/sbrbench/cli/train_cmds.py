@@ -177,7 +177,7 @@ def reproduce(
     table: Annotated[str, typer.Argument(help="Table to reproduce, e.g. srgnn-table2.")],
     budget: Annotated[str, typer.Option("--budget", help="full (paper settings), reduced (1 epoch on 100k examples), small (1 epoch on the top-1000-item subset) or ci.")] = "full",
     datasets: Annotated[list[str] | None, typer.Option("--datasets", help="Only these datasets.")] = None,
-    select_on: Annotated[str, typer.Option("--select-on", help="valid or test.")] = "valid",
+    select_on: SelectOnOpt = "valid",
     gpu: GpuOpt = None,
     device: DeviceOpt = None,
     data_dir: DataDirOpt = None,

@@ -68,7 +68,6 @@ if TYPE_CHECKING:
     from sbrbench.data.dataset import ProcessedDataset
 
 
-
 @dataclass
 class CMGNNParams:
     """CM-GNN hyper-parameters (paper defaults where given, GCE-GNN / DHCN choices elsewhere)."""
