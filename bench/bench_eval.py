@@ -41,7 +41,7 @@ def _data(device: str, n: int):
 def _passes(device: str, n: int, batch: int):
     import torch
 
-    from sbrbench.evaluate import RankCollector
+    from sbrbench.metrics import RankCollector
 
     q, emb, targets = _data(device, n)
     cuda = device.startswith("cuda")

@@ -22,8 +22,11 @@ import torch.nn.functional as F
 def main(argv: list[str]) -> None:
     """Run the benchmark on the processed dataset named in `argv[0]`."""
     from sbrbench.batching import ExampleSource, item_tensor
-    from sbrbench.models import create_model, parse_set_options, resolve_config
-    from sbrbench.train import load_processed, make_optimizer, seed_everything
+    from sbrbench.models import create_model, resolve_config
+    from sbrbench.data.store import load_processed
+    from sbrbench.device import seed_everything
+    from sbrbench.optim import make_optimizer
+    from sbrbench.options import parse_key_values
 
     ap = argparse.ArgumentParser()
     ap.add_argument("dataset")
@@ -34,7 +37,7 @@ def main(argv: list[str]) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     name, n_batches = args.dataset, args.batches
-    overrides = parse_set_options(args.set)
+    overrides = parse_key_values(args.set, "--set")
     ds, ds_dir = load_processed(name)
     seed_everything(42, "cpu")
     cfg = resolve_config("gcegnn", ds.name, overrides)
@@ -45,7 +48,7 @@ def main(argv: list[str]) -> None:
     items = item_tensor(ds)
     fit = ExampleSource.from_dataset(ds, "train", graphs=True, items=items)
     bs = cfg.train.batch_size
-    opt = make_optimizer(model, {"lr": cfg.train.lr, "l2": cfg.train.l2})
+    opt = make_optimizer(model, cfg.train.lr, cfg.train.l2)
     gen = torch.Generator().manual_seed(0)
     model.train()
     done, t0, c0 = 0, time.perf_counter(), time.process_time()

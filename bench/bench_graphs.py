@@ -28,7 +28,7 @@ def run(name: str) -> dict[str, Any]:
     """Build both graphs of `name`'s full training set; returns timings and sizes."""
     import numpy as np
 
-    from sbrbench.data.published import read_train_sessions
+    from sbrbench.data.srgnn_pickles import read_train_sessions
     from sbrbench.graphs import global_item_graph, session_hypergraph
 
     seqs = read_train_sessions(DATASETS_DIR / name / "GCE-GNN" / "all_train_seq.txt")

@@ -36,7 +36,7 @@ NEURAL = ("srgnn", "gcegnn")
 
 def load(name: str) -> Any:
     """The processed dataset `name` built from the published pickles."""
-    from sbrbench.data.published import build_from_srgnn_pickles, read_pairs, read_train_sessions
+    from sbrbench.data.srgnn_pickles import build_from_srgnn_pickles, read_pairs, read_train_sessions
 
     sub, protocol, n_items = SOURCES[name]
     d = DATASETS_DIR / sub
@@ -50,7 +50,7 @@ def run_one(ds: Any, model_name: str) -> dict[str, Any]:
     import torch
 
     from sbrbench.batching import ExampleSource
-    from sbrbench.evaluate import RankCollector
+    from sbrbench.metrics import RankCollector
     from sbrbench.models import create_model, resolve_config
 
     cfg = resolve_config(model_name, ds.name)
@@ -85,7 +85,7 @@ def run_one(ds: Any, model_name: str) -> dict[str, Any]:
 
 def published(dataset: str) -> dict[str, dict[str, Any]]:
     """Published P@20 / MRR@20 of the neural models and of session-rec's baselines."""
-    from sbrbench.published import find
+    from sbrbench.paper_figures import find
 
     out: dict[str, dict[str, Any]] = {}
     for model in NEURAL + MODELS:

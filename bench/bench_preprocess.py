@@ -94,7 +94,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "results" / "bench" / "preprocess.json")
     args = ap.parse_args()
 
-    from sbrbench.data.preprocess import load_dataset, preprocess, preprocess_files
+    from sbrbench.data.preprocess import preprocess, preprocess_files
+    from sbrbench.data.store import load_dataset
     from sbrbench.io import atomic_write_json
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sbrbench-bench-"))

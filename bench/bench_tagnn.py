@@ -33,7 +33,7 @@ OUT = Path(__file__).resolve().parents[1] / "results" / "bench"
 
 def load_diginetica():  # type: ignore[no-untyped-def]
     """Full Diginetica (SR-GNN protocol) from the shared GCE-GNN pickles."""
-    from sbrbench.data.published import build_from_srgnn_pickles, read_pairs, read_train_sessions
+    from sbrbench.data.srgnn_pickles import build_from_srgnn_pickles, read_pairs, read_train_sessions
 
     prefixes, targets = read_pairs(DIGI / "test.txt")
     return build_from_srgnn_pickles(
@@ -158,7 +158,7 @@ def worker_throughput(args: argparse.Namespace) -> dict:
 
     from sbrbench.batching import ExampleSource
     from sbrbench.models import create_model, resolve_config
-    from sbrbench.train import make_optimizer
+    from sbrbench.optim import make_optimizer
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -167,7 +167,7 @@ def worker_throughput(args: argparse.Namespace) -> dict:
     model = create_model(args.worker, ds.n_items, "diginetica")
     model.prepare(ds, ("train",))
     model.to(args.device)
-    opt = make_optimizer(model, {"lr": cfg.train.lr, "l2": cfg.train.l2})
+    opt = make_optimizer(model, cfg.train.lr, cfg.train.l2)
     src = ExampleSource.from_dataset(ds, "train", args.device, graphs=True)
     it = src.batches(cfg.train.batch_size, generator=torch.Generator().manual_seed(0))
     model.train()

@@ -25,7 +25,7 @@ DIGI = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "diginetica
 
 
 def load_diginetica():  # type: ignore[no-untyped-def]
-    from sbrbench.data.published import build_from_srgnn_pickles, read_pairs, read_train_sessions
+    from sbrbench.data.srgnn_pickles import build_from_srgnn_pickles, read_pairs, read_train_sessions
 
     prefixes, targets = read_pairs(DIGI / "test.txt")
     return build_from_srgnn_pickles(
@@ -42,15 +42,15 @@ def worker_ours(args: argparse.Namespace) -> dict:
     import torch.nn.functional as F
 
     from sbrbench.batching import ExampleSource
-    from sbrbench.evaluate import RankCollector
+    from sbrbench.metrics import RankCollector
     from sbrbench.models import create_model
-    from sbrbench.train import make_optimizer
+    from sbrbench.optim import make_optimizer
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     ds = load_diginetica()
     model = create_model("srgnn", ds.n_items)
-    opt = make_optimizer(model, {"lr": 1e-3, "l2": 1e-5})
+    opt = make_optimizer(model, 1e-3, 1e-5)
     src = ExampleSource.concat([ExampleSource.from_dataset(ds, s, graphs=True) for s in ("train", "valid")])
     it = src.batches(args.batch_size, generator=torch.Generator().manual_seed(0))
     model.train()

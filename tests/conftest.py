@@ -12,6 +12,20 @@ SHARED = Path(os.environ.get("SBRBENCH_SHARED", REPO.parent / "shared")).resolve
 DATASETS = SHARED / "datasets"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device", action="append", default=None,
+        help="device for the device-parametrised tests (repeatable, e.g. --device cpu --device cuda); default cpu",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests taking a `device` argument run once per `--device` (cpu by default; `bench/gpu.sh` adds cuda)."""
+    if "device" in metafunc.fixturenames:
+        devices = metafunc.config.getoption("device") or ["cpu"]
+        metafunc.parametrize("device", devices)
+
+
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
     """The staged real datasets (../shared/datasets)."""
@@ -23,7 +37,7 @@ def shared_datasets() -> Path:
 @pytest.fixture(scope="session")
 def diginetica(shared_datasets: Path):
     """Full Diginetica (SR-GNN protocol, GCE-GNN pickles) with a 10% validation split."""
-    from sbrbench.data.published import build_from_srgnn_pickles, read_pairs, read_train_sessions
+    from sbrbench.data.srgnn_pickles import build_from_srgnn_pickles, read_pairs, read_train_sessions
 
     d = shared_datasets / "diginetica" / "GCE-GNN"
     prefixes, targets = read_pairs(d / "test.txt")

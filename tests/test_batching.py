@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sbrbench.batching import ExampleSource, fit_sequences, pad_prefixes, session_graphs
+from sbrbench.batching import ExampleSource, pad_prefixes, session_graphs
 from sbrbench.data.dataset import ProcessedDataset, augment_all_prefixes, from_sequences
 
 
@@ -78,12 +78,3 @@ def test_example_source_batches_cover_each_example_once() -> None:
             got.append((tuple(row[:n]), t))
         assert b.last_items.tolist() == [r[n - 1] for r, n in zip(b.seq.tolist(), b.lengths.tolist())]
     assert sorted(got) == sorted(zip(map(tuple, prefixes), targets))
-
-
-def test_fit_sequences_equal_train_sequences_and_union() -> None:
-    ds = _tiny_dataset()
-    a, ao = fit_sequences(ds, ("train",))
-    b, bo = ds.train_sequences()
-    assert a.tolist() == b.tolist() and ao.tolist() == bo.tolist()
-    u, uo = fit_sequences(ds, ("train", "valid"))
-    assert len(uo) - 1 == 4 and u[uo[3]:uo[4]].tolist() == [4, 5, 6, 7, 1]

@@ -13,14 +13,9 @@ import pytest
 import torch
 
 from sbrbench.errors import DataError, SbrError
-from sbrbench.evaluate import (
-    RankCollector,
-    compare_runs,
-    load_ranks,
-    metrics_for_run,
-    protocol_targets,
-    save_ranks,
-)
+from sbrbench.evaluate import compare_runs, protocol_targets
+from sbrbench.metrics import RankCollector
+from sbrbench.results import RunDir, load_ranks, save_ranks
 from sbrbench.io import atomic_write_json
 from sbrbench.metrics import metrics_from_ranks
 
@@ -54,7 +49,7 @@ def make_run(
     status: str = "complete", n: int = N_TEST,
 ) -> Path:
     """A structurally real run directory whose ranks come from scoring real Diginetica examples."""
-    items, _ = ds.train_sequences()
+    items = ds.fit_sessions(("train",)).items
     counts = torch.from_numpy(np.bincount(items, minlength=ds.n_items).astype(np.float32))
     checksum = checksum or hashlib.sha256(ds.items.tobytes() + ds.offsets.tobytes()).hexdigest()
     run = root / "runs" / ds.name / kind / f"{kind}-s{seed}-{select_on}"
@@ -103,7 +98,7 @@ def test_save_load_ranks_roundtrip(tmp_path: Path) -> None:
 
 
 def test_metrics_for_run_recomputes_any_k(runs: dict[str, Path]) -> None:
-    res = metrics_for_run(runs["spop"], "test", "1,5,20,50")
+    res = RunDir(runs["spop"]).metrics_from_ranks("test", "1,5,20,50")
     stored = json.loads((runs["spop"] / "metrics.json").read_text())["test"]
     assert res["n_examples"] == N_TEST and res["model"] == "spop"
     for k in ("HR@5", "MRR@20", "NDCG@20", "P@20"):
@@ -158,7 +153,7 @@ def test_remaining_items_metrics_on_real_data(diginetica) -> None:
     """Multi-target evaluation end to end: a session-aware scorer beats popularity on every metric."""
     _, rem = protocol_targets(diginetica, "train", "remaining-items", max_targets=10)
     prefixes, _ = first_prefixes(diginetica, "train", 400)
-    items, _ = diginetica.train_sequences()
+    items = diginetica.fit_sessions(("train",)).items
     counts = torch.from_numpy(np.bincount(items, minlength=diginetica.n_items).astype(np.float32))
     res = {}
     for kind in ("pop", "spop"):

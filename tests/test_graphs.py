@@ -67,7 +67,7 @@ def test_global_graph_hand_made_edges_weights_and_eps() -> None:
 
 
 def test_global_graph_equals_official_script_on_real_sessions(shared_datasets: Path) -> None:
-    from sbrbench.data.published import read_train_sessions
+    from sbrbench.data.srgnn_pickles import read_train_sessions
 
     seqs = [list(s) for s in read_train_sessions(shared_datasets / "diginetica" / "GCE-GNN" / "all_train_seq.txt")]
     seqs = seqs[:15000]
@@ -102,7 +102,7 @@ def test_hypergraph_propagation_matches_dense() -> None:
 
 
 def test_dataset_graph_uses_fitted_sessions_only_and_caches(tmp_path: Path) -> None:
-    from sbrbench.data.published import build_from_srgnn_pickles
+    from sbrbench.data.srgnn_pickles import build_from_srgnn_pickles
 
     train = [[1, 2, 3], [2, 3, 4, 2], [5, 1], [1, 2], [6, 7, 6], [3, 1]]
     ds = build_from_srgnn_pickles("toy", "srgnn", train, [[1, 6], [7]], [7, 5], valid_fraction=0.34, n_items=8)

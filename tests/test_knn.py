@@ -245,7 +245,7 @@ def test_tuned_dataset_defaults() -> None:
 @pytest.fixture(scope="module")
 def sr100k(shared_datasets):
     """The session-rec sample as a ProcessedDataset, plus session-rec's view of the raw files."""
-    from sbrbench.data.sessionrec import build_sessionrec, sample_paths
+    from sessionrec_sample import build_sessionrec, sample_paths
 
     train_path, test_path = sample_paths(shared_datasets)
     ds = build_sessionrec(train_path, test_path)

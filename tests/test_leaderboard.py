@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sbrbench import published
+from sbrbench import paper_figures
 from sbrbench.io import atomic_write_json
-from sbrbench.leaderboard import build_leaderboard, render_markdown, write_leaderboard
+from sbrbench.leaderboard import build_leaderboard, render_leaderboard_markdown, write_leaderboard
 from test_evaluate import _cli, make_run
 
 
@@ -47,7 +47,7 @@ def test_leaderboard_aggregates_seeds(results: Path) -> None:
     assert spop["MRR@20 std"] > 0  # the seeds broke ties differently
     assert by[("pop", "valid")]["n"] == 1 and by[("pop", "valid")]["MRR@20 std"] is None
     # published figures beside the runs (SR-GNN Table 2, as fractions)
-    assert spop["P@20 published"] == pytest.approx(0.2106) and spop["P@20 source"] == "srgnn_table2"
+    assert spop["P@20 published"] == pytest.approx(0.2106) and spop["P@20 source"] == "srgnn-table2"
     assert by[("pop", "valid")]["MRR@20 published"] == pytest.approx(0.0020)
     # validation-selected rows come first, best first
     assert [r["select_on"] for r in lb.rows] == ["valid", "valid", "test"]
@@ -63,12 +63,12 @@ def test_leaderboard_markdown_and_csv(results: Path) -> None:
     lb = build_leaderboard(results)
     md_path, csv_path = write_leaderboard(lb, results)
     md = md_path.read_text()
-    assert md == render_markdown(lb)
+    assert md == render_leaderboard_markdown(lb)
     valid_part, test_part = md.split("Paper-compatible runs")
     assert "| spop" in valid_part and "| pop" in valid_part
     assert "| spop" in test_part and "| pop" not in test_part
     mean = lb.rows[0]["P@20"]
-    assert f"{100 * mean:.2f} ± " in valid_part and "21.06 [srgnn_table2]" in valid_part
+    assert f"{100 * mean:.2f} ± " in valid_part and "21.06 [srgnn-table2]" in valid_part
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 3 and {r["select_on"] for r in rows} == {"valid", "test"}
     assert float(rows[0]["P@20"]) == pytest.approx(mean)
@@ -97,16 +97,28 @@ def test_leaderboard_ignores_malformed_values(tmp_path: Path) -> None:
 
 
 def test_published_lookup() -> None:
-    assert published.lookup("srgnn_table2", "diginetica", "srgnn", "P@20") == pytest.approx(0.5073)
-    assert published.lookup("srgnn_table2", "diginetica", "srgnn", "HR@20") == pytest.approx(0.5073)
-    assert published.lookup("srgnn_table2", "yoochoose1_4", "narm", "MRR@20") == pytest.approx(0.2923)
-    assert published.lookup("tagnnpp_table2", "diginetica", "tagnnpp", "MRR@20") == pytest.approx(0.1986)
-    assert published.lookup("tagnnpp_table3_ablation", "yoochoose1_64", "tagnnpp-no_agc", "HR@20") == pytest.approx(0.7004)
-    assert published.lookup("gcegnn", "nowplaying", "gcegnn", "P@20") == pytest.approx(0.2237)
-    assert published.lookup("sessionrec_single", "diginetica", "vsknn", "MRR@20") == pytest.approx(0.1841)
-    assert published.lookup("srgnn_table2", "diginetica", "srgnn", "MRR@10") is None
-    assert published.lookup("mclsr_table2", "books", "mclsr", "P@20") is None  # multi-target: P is not HR
-    assert published.lookup("mclsr_table2", "gowalla", "sasrec", "Hit@50") == pytest.approx(0.42380)
-    figs = published.published_for("diginetica", "srgnn")
-    assert list(figs) == ["srgnn_table2", "tagnnpp_table2"]
-    assert all(0 <= f.value <= 1 and f.source and f.confidence in ("paper", "approx") for f in published.FIGURES)
+    assert paper_figures.lookup("srgnn-table2", "diginetica", "srgnn", "P@20") == pytest.approx(0.5073)
+    assert paper_figures.lookup("srgnn-table2", "diginetica", "srgnn", "HR@20") == pytest.approx(0.5073)
+    assert paper_figures.lookup("srgnn-table2", "yoochoose1_4", "narm", "MRR@20") == pytest.approx(0.2923)
+    assert paper_figures.lookup("tagnnpp-table2", "diginetica", "tagnnpp", "MRR@20") == pytest.approx(0.1986)
+    assert paper_figures.lookup("tagnnpp-table3", "yoochoose1_64", "tagnnpp-no_agc", "HR@20") == pytest.approx(0.7004)
+    assert paper_figures.lookup("gcegnn", "nowplaying", "gcegnn", "P@20") == pytest.approx(0.2237)
+    assert paper_figures.lookup("sessionrec-single", "diginetica", "vsknn", "MRR@20") == pytest.approx(0.1841)
+    assert paper_figures.lookup("srgnn-table2", "diginetica", "srgnn", "MRR@10") is None
+    assert paper_figures.lookup("mclsr-table2", "books", "mclsr", "P@20") is None  # multi-target: P is not HR
+    assert paper_figures.lookup("mclsr-table2", "gowalla", "sasrec", "Hit@50") == pytest.approx(0.42380)
+    tables = {f.table for f in paper_figures.FIGURES if (f.dataset, f.model) == ("diginetica", "srgnn")}
+    assert [t for t in paper_figures.PREFERENCE if t in tables] == ["srgnn-table2", "tagnnpp-table2"]
+    assert all(0 <= f.value <= 1 and f.source and f.confidence in ("paper", "approx") for f in paper_figures.FIGURES)
+
+
+def test_paper_table_keys_match_the_cli_and_retired_keys_still_read() -> None:
+    from sbrbench.reproduce import TABLES
+
+    for name in TABLES.names():
+        assert TABLES.get(name).paper_table in paper_figures.PAPER_TABLES
+    assert all("_" not in key for key in paper_figures.PAPER_TABLES)
+    # keys written before the hyphenated style (results/baselines/*.json "table" fields)
+    assert paper_figures.lookup("srgnn_table2", "diginetica", "srgnn", "P@20") == pytest.approx(0.5073)
+    assert paper_figures.lookup("tagnnpp_table3_ablation", "yoochoose1_64", "tagnnpp-no_agc", "HR@20") == pytest.approx(0.7004)
+    assert paper_figures.table_key("sessionrec_single") == "sessionrec-single"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sbrbench.errors import SbrError
-from sbrbench.evaluate import RankCollector, rank_embeddings
+from sbrbench.metrics import RankCollector
 from sbrbench.metrics import (
     METRICS,
     chunked_target_ranks,
@@ -62,13 +62,15 @@ def ref_metrics(rows_targets: list[list[int]], rows_ranks: list[list[int]], ks, 
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_single_target_matches_argsort_reference_with_ties(seed: int) -> None:
+def test_single_target_matches_argsort_reference_with_ties(seed: int, device: str) -> None:
     g = torch.Generator().manual_seed(seed)
     B, n = 40, 60
     scores = torch.randint(0, 6, (B, n), generator=g).float()  # many ties
     scores[:, 0] = 100.0  # padding column scores highest: must never count
     targets = torch.randint(1, n, (B,), generator=g)
-    ranks = target_ranks(scores, targets)
+    ranks = target_ranks(scores.to(device), targets.to(device))
+    assert ranks.device.type == torch.device(device).type
+    ranks = ranks.cpu()
     expect = [ref_rank(scores[b].numpy(), int(targets[b])) for b in range(B)]
     assert ranks.tolist() == expect
     got = evaluate_scores(scores, targets, ks=KS)
@@ -79,7 +81,7 @@ def test_single_target_matches_argsort_reference_with_ties(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("T", [3, 12])  # 12 exercises the sort + searchsorted path
-def test_several_targets_match_reference(seed: int, T: int) -> None:
+def test_several_targets_match_reference(seed: int, T: int, device: str) -> None:
     g = torch.Generator().manual_seed(seed)
     B, n = 30, 50
     scores = torch.randint(0, 8, (B, n), generator=g).float()
@@ -87,7 +89,7 @@ def test_several_targets_match_reference(seed: int, T: int) -> None:
     targets[::3, T // 2 :] = 0  # padding
     targets[5, :] = 0  # a row without targets is left out of the means
     targets[7, 1] = targets[7, 0]  # a duplicate target counts once
-    ranks = target_ranks(scores, targets)
+    ranks = target_ranks(scores.to(device), targets.to(device)).cpu()
     rows_ranks = []
     for b in range(B):
         tset = {int(t) for t in targets[b] if t != 0}
@@ -213,15 +215,17 @@ def test_chunked_equals_unchunked(chunk: int) -> None:
         assert not bool(nan)
 
 
-def test_rank_embeddings_chunked_matches_matmul() -> None:
+def test_chunked_dot_product_scoring_matches_matmul() -> None:
     g = torch.Generator().manual_seed(4)
     q = torch.randint(-3, 4, (33, 8), generator=g).float()  # integer values: exact dot products, ties
     emb = torch.randint(-3, 4, (101, 8), generator=g).float()
     targets = torch.randint(1, 101, (33,), generator=g)
     full = target_ranks(q @ emb.T, targets)
-    for chunk in (None, 10, 64):
-        ranks, _ = rank_embeddings(q, emb, targets, chunk_size=chunk)
-        assert torch.equal(ranks, full)
+    target_scores = (q * emb[targets]).sum(1)  # the (B, n_items) matrix is never built
+    for chunk in (101, 10, 64):
+        col = RankCollector("cpu")
+        col.update_chunked(lambda a, b: q @ emb[a:b].T, target_scores, targets, 101, chunk_size=chunk)
+        assert torch.equal(col.ranks(), full)
 
 
 def test_collector_batches_and_metrics() -> None:
@@ -267,7 +271,7 @@ def _spop_scores(prefixes: list[list[int]], counts: torch.Tensor) -> torch.Tenso
 
 def test_shuffled_or_rebatched_test_set_gives_same_metrics(diginetica) -> None:
     """Guard against batch-level leakage: order and batch size never change the result."""
-    items, _ = diginetica.train_sequences()
+    items = diginetica.fit_sessions(("train",)).items
     counts = torch.from_numpy(np.bincount(items, minlength=diginetica.n_items).astype(np.float32))
     prefixes, targets = diginetica.prefixes("test")
     n = 1500

@@ -15,9 +15,10 @@ import pytest
 
 from sbrbench.data.dataset import ProcessedDataset
 from sbrbench.data.formats import read_format
-from sbrbench.data.preprocess import export_dataset, load_dataset, preprocess, preprocess_files
+from sbrbench.data.preprocess import export_dataset, preprocess, preprocess_files
+from sbrbench.data.store import load_dataset
 from sbrbench.data.protocols import PROTOCOLS, get_protocol
-from sbrbench.data.published import read_pairs, read_train_sessions
+from sbrbench.data.srgnn_pickles import read_pairs, read_train_sessions
 from sbrbench.errors import DataError, SbrError
 
 # sha256 of json.dumps([train.txt, test.txt, all_train_seq.txt]) written by CRIPAC-DIG/SR-GNN's
@@ -32,7 +33,8 @@ def srgnn_layout(ds: ProcessedDataset) -> list:
     tr_p, tr_t = ds.prefixes("train")
     va_p, va_t = ds.prefixes("valid")
     te_p, te_t = ds.prefixes("test")
-    items, offs = ds.split_sequences(("train", "valid"))
+    fitted = ds.fit_sessions(("train", "valid"))
+    items, offs = fitted.items, fitted.offsets
     flat = items.tolist()
     seqs = [flat[a:b] for a, b in zip(offs[:-1].tolist(), offs[1:].tolist())]
     return [[tr_p + va_p, tr_t + va_t], [te_p, te_t], seqs]
@@ -104,7 +106,7 @@ def test_dgtn_keeps_the_boundary_day(shared_datasets: Path) -> None:
     # shortest prefix first, ids by training popularity (id 1 is the most clicked training item)
     ex = ds.examples("train")
     assert ex.length[0] == 1 and ex.length[1] == 2
-    tr_items, _ = ds.split_sequences(("train", "valid"))
+    tr_items = ds.fit_sessions(("train", "valid")).items
     counts = np.bincount(tr_items, minlength=ds.n_items)[1:]
     assert np.all(np.diff(counts) <= 0)
     srgnn = get_protocol("srgnn").build(log, "d")

@@ -143,3 +143,49 @@ def test_load_registry_reports_invalid_toml(tmp_path: Path) -> None:
     bad.write_text("[datasets.x\n", encoding="utf-8")
     with pytest.raises(DataError, match="invalid TOML"):
         load_registry(str(bad))
+
+
+# ---- the generic name registry (models, formats, protocols, tables) ------------------------------------
+def test_registry_aliases_resolve_with_one_deprecation_warning(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from sbrbench.registry import Registry
+
+    reg: Registry[int] = Registry("widget")
+    reg.register("new-name")(1)
+    reg.alias("Old-Name", "new-name")
+    assert reg.names() == ["new-name"] and len(reg) == 1 and list(reg) == ["new-name"]
+    assert "old-name" in reg and "new-name" in reg and "other" not in reg
+    assert reg.aliases() == {"old-name": "new-name"}
+    with caplog.at_level(logging.WARNING, logger="sbrbench.registry"):
+        assert reg.get("old-name") == 1 and reg.canonical("OLD-NAME") == "new-name"
+        assert reg.get("new-name") == 1
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == ["warning: widget name 'old-name' is deprecated, use 'new-name'"]  # once per name
+    with pytest.raises(ValueError, match="twice"):
+        reg.register("old-name")(2)
+    with pytest.raises(ValueError, match="twice"):
+        reg.alias("new-name", "new-name")
+    with pytest.raises(ValueError, match="names no registered"):
+        reg.alias("x", "missing")
+    with pytest.raises(SbrError, match="Did you mean 'new-name'"):
+        reg.get("new-nam")
+    assert reg.unregister("new-name") == 1 and "old-name" not in reg and len(reg) == 0
+
+
+def test_renamed_model_still_loads_and_says_so_on_stderr() -> None:
+    import subprocess
+    import sys
+
+    from sbrbench.models import MODELS
+
+    assert MODELS.get("tagnnpp-released") is MODELS.get("tagnnpp-code")
+    assert "tagnnpp-released" not in MODELS.names()
+    code = ("from sbrbench.models import create_model\n"
+            "m = create_model('tagnnpp-released', 10, dim=8)\n"
+            "create_model('tagnnpp-released', 10, dim=8)\n"
+            "print(m.name)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "tagnnpp-code"
+    assert r.stderr.strip().splitlines() == [
+        "warning: model name 'tagnnpp-released' is deprecated, use 'tagnnpp-code'"]

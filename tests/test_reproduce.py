@@ -15,6 +15,7 @@ real data, in CI time.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,7 @@ def test_srgnn_beats_spop_on_the_same_subset(ci_table: dict, diginetica) -> None
 @pytest.mark.slow
 def test_table_files_written(ci_table: dict) -> None:
     out = ci_table["root"] / "results" / "reproduce"
-    md = (out / "srgnn-table2.md").read_text()
+    md = re.sub(r" +", " ", (out / "srgnn-table2.md").read_text())  # tabulate pads cells: compare unpadded
     assert "| diginetica | srgnn |" in md and "top 3000 items" in md
     data = json.loads((out / "srgnn-table2.json").read_text())
     assert data["budget"] == "ci" and len(data["rows"]) == 4

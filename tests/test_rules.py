@@ -10,7 +10,6 @@ from knn_reference import ref_ar_rules, ref_rules_predict, ref_sr_rules
 from knn_toys import batch_of, dense, scores64, toy_dataset
 from sbrbench.errors import SbrError
 from sbrbench.models import create_model
-from sbrbench.models.knn_common import fit_sessions
 
 
 def fitted(name: str, train: list[list[int]], n_items: int = 8, **kw):
@@ -73,10 +72,11 @@ def test_ar_rules_by_hand() -> None:
 
 @pytest.fixture(scope="module")
 def sr100k(shared_datasets):
-    from sbrbench.data.sessionrec import build_sessionrec, sample_paths
+    from sessionrec_sample import build_sessionrec, sample_paths
 
     ds = build_sessionrec(*sample_paths(shared_datasets))
-    sess, items, offs = fit_sessions(ds, ("train", "valid"))
+    fitted = ds.fit_sessions(("train", "valid"))
+    items, offs = fitted.items, fitted.offsets
     seqs = [items[a:b].tolist() for a, b in zip(offs[:-1], offs[1:])]
     return ds, seqs
 

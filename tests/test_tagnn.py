@@ -117,7 +117,7 @@ def test_tagnn_official_padding_equals_the_official_code_padded_to_len_max(extra
     ds = tiny_dataset()
     batch, prefixes = _batch_and_prefixes(ds)
     torch.manual_seed(0)
-    model = create_model("tagnn", ds.n_items, dim=8).eval()
+    model = create_model("tagnn-code", ds.n_items, dim=8).eval()
     len_max = int(batch.lengths.max()) + extra
     model.len_max = len_max
     nodes, a_in, a_out, alias, mask = official_slice(prefixes, len_max)
@@ -140,7 +140,7 @@ def test_tagnnpp_released_equals_the_released_code_padded_to_len_max(extra: int)
     ds = tiny_dataset(seed=5)
     batch, prefixes = _batch_and_prefixes(ds)
     torch.manual_seed(0)
-    model = create_model("tagnnpp-released", ds.n_items, dim=8).eval()
+    model = create_model("tagnnpp-code", ds.n_items, dim=8).eval()
     len_max = int(batch.lengths.max()) + extra
     model.len_max = len_max
     nodes, a_in, a_out, alias, mask = official_slice(prefixes, len_max)
@@ -160,9 +160,9 @@ def test_dropping_the_attention_blocks_gives_tagnn() -> None:
     ds = tiny_dataset()
     batch, _ = _batch_and_prefixes(ds)
     torch.manual_seed(0)
-    tagnn = create_model("tagnn", ds.n_items, dim=8, hybrid=False).eval()
+    tagnn = create_model("tagnn-code", ds.n_items, dim=8, hybrid=False).eval()
     tagnn.len_max = 12
-    released = create_model("tagnnpp-released", ds.n_items, dim=8, drop="transformer").eval()
+    released = create_model("tagnnpp-code", ds.n_items, dim=8, drop="transformer").eval()
     released.load_state_dict(tagnn.state_dict())
     released.len_max = 12
     paper = create_model("tagnnpp", ds.n_items, dim=8, hybrid=False, drop="transformer,agc").eval()
@@ -203,7 +203,7 @@ COMPONENTS = {
         "posemb": ("pos_embedding.",),
         "agc": (),
     },
-    "tagnnpp-released": {"transformer": ("block.",), "gnn": ("gnn.",)},
+    "tagnnpp-code": {"transformer": ("block.",), "gnn": ("gnn.",)},
 }
 
 
@@ -248,7 +248,7 @@ def test_bad_settings_are_one_line_errors() -> None:
     with pytest.raises(SbrError, match="multiple of heads"):
         create_model("tagnnpp", 10, dim=10, heads=3)
     with pytest.raises(SbrError, match="no component"):
-        create_model("tagnnpp-released", 10, drop="agc")
+        create_model("tagnnpp-code", 10, drop="agc")
 
 
 # ---- defaults -----------------------------------------------------------------------------------------
@@ -260,14 +260,15 @@ def test_paper_and_release_defaults() -> None:
         t = cfg.train
         assert (t.batch_size, t.lr, t.lr_dc, t.lr_dc_step, t.l2, t.epochs) == (50, 1e-4, 0.1, 3, 1e-6, 15)
     for ds_name, (bs, dim) in {"diginetica": (50, 100), "yoochoose1_64": (75, 120)}.items():
-        cfg = resolve_config("tagnnpp-released", ds_name)
+        cfg = resolve_config("tagnnpp-code", ds_name)
         assert (cfg.train.batch_size, cfg.params.dim, cfg.params.heads, cfg.params.hybrid) == (bs, dim, 2, False)
         assert (cfg.train.lr, cfg.train.l2, cfg.train.epochs) == (1e-3, 1e-5, 30)
         assert cfg.params.padding == "official"
-    cfg = resolve_config("tagnn", "diginetica")
+    cfg = resolve_config("tagnn-code", "diginetica")
     assert (cfg.params.dim, cfg.params.hybrid, cfg.params.padding, cfg.train.batch_size, cfg.train.l2) == (
         100, True, "official", 100, 1e-5,
     )
+    assert resolve_config("tagnn", "diginetica").params.padding == "masked"  # the paper's softmaxes
 
 
 def test_prepare_takes_len_max_from_the_fit_splits_only() -> None:

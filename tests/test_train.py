@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 
 from sbrbench.data.dataset import ProcessedDataset, augment_all_prefixes, from_sequences
 from sbrbench.errors import SbrError
-from sbrbench.train import TrainingDiverged, TrainingInterrupted, evaluate_run, train
+from sbrbench.evaluate import evaluate_run
+from sbrbench.train import TrainingCallback, TrainingDiverged, TrainingInterrupted, train
 
 SMALL = {"dim": 8, "epochs": 3, "batch_size": 16, "eval_batch_size": 64, "lr": 0.01}
 
@@ -36,6 +37,16 @@ def small_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("data") / "small"
     ProcessedDataset("small", "t", n_items, items, offsets, splits).save(d)
     return d
+
+
+class _AfterEpoch(TrainingCallback):
+    """Calls `fn(epoch, row)` after every epoch (to interrupt a run at a chosen point)."""
+
+    def __init__(self, fn) -> None:  # type: ignore[no-untyped-def]
+        self.fn = fn
+
+    def on_epoch_end(self, epoch: int, row: dict) -> None:
+        self.fn(epoch, row)
 
 
 def _run(small_dir: Path, tmp: Path, **kw) -> dict:
@@ -73,19 +84,20 @@ def test_same_seed_same_numbers_and_full_record(small_dir: Path, tmp_path: Path)
     assert again["metrics"]["MRR@20"] == pytest.approx(m["test"]["MRR@20"], abs=1e-9)
 
 
-def test_resume_is_exact(small_dir: Path, tmp_path: Path) -> None:
-    full = _run(small_dir, tmp_path / "full", seed=3)
+def test_resume_is_exact(small_dir: Path, tmp_path: Path, device: str) -> None:
+    kw = {"device": device, "deterministic": device != "cpu"}
+    full = _run(small_dir, tmp_path / "full", seed=3, **kw)
 
     def stop_after_two(epoch: int, row: dict) -> None:
         if epoch == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(TrainingInterrupted) as info:
-        _run(small_dir, tmp_path / "part", seed=3, on_epoch_end=stop_after_two)
+        _run(small_dir, tmp_path / "part", seed=3, callback=_AfterEpoch(stop_after_two), **kw)
     assert info.value.exit_code == 130 and "--resume" in str(info.value)
     part_dir = next((tmp_path / "part").glob("runs/small/srgnn/*"))
     assert json.loads((part_dir / "metrics.json").read_text())["status"] == "interrupted"
-    resumed = train(resume=part_dir)
+    resumed = train(resume=part_dir, **kw)
     assert resumed["status"] == "complete" and resumed["epochs_run"] == 3
     assert resumed["test"] == full["test"] and resumed["best_epoch"] == full["best_epoch"]
     wa = load_file(str(Path(full["run_dir"]) / "checkpoint/model.safetensors"))
@@ -104,7 +116,7 @@ def test_sigterm_stops_like_ctrl_c(small_dir: Path, tmp_path: Path) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
 
     with pytest.raises(TrainingInterrupted, match="checkpoint of epoch 1 kept"):
-        _run(small_dir, tmp_path, seed=3, on_epoch_end=term_after_one)
+        _run(small_dir, tmp_path, seed=3, callback=_AfterEpoch(term_after_one))
     run_dir = next(tmp_path.glob("runs/small/srgnn/*"))
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
     assert (run_dir / "checkpoint" / "state.pt").is_file()
@@ -138,3 +150,147 @@ def test_baseline_record_and_refit_evaluation(small_dir: Path, tmp_path: Path) -
     rec = train("spop", small_dir, results_dir=tmp_path)
     assert rec["status"] == "complete" and rec["best_epoch"] is None and rec["epochs"] == 0
     assert evaluate_run(rec["run_dir"], ks=(20,))["metrics"]["P@20"] == pytest.approx(rec["test"]["P@20"])
+
+
+def test_lr_schedule_at_epoch_start_decays_one_epoch_earlier(small_dir: Path, tmp_path: Path) -> None:
+    lrs = {}
+    for schedule in ("epoch-end", "epoch-start"):
+        ov = {**SMALL, "epochs": 4, "lr_dc_step": 2, "patience": 0, "lr_schedule": schedule}
+        rec = _run(small_dir, tmp_path / schedule, overrides=ov)
+        rows = list(csv.DictReader((Path(rec["run_dir"]) / "history.csv").open()))
+        lrs[schedule] = [float(r["lr"]) for r in rows]
+        assert json.loads((Path(rec["run_dir"]) / "config.json").read_text())["train"]["lr_schedule"] == schedule
+    assert lrs["epoch-end"] == pytest.approx([0.01, 0.01, 0.001, 0.001])
+    assert lrs["epoch-start"] == pytest.approx([0.01, 0.001, 0.001, 0.0001])
+    with pytest.raises(SbrError, match="lr_schedule"):
+        _run(small_dir, tmp_path / "bad", overrides={**SMALL, "lr_schedule": "sometimes"})
+
+
+def test_the_trainer_minimises_whatever_loss_the_model_declares(
+    small_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sbrbench.models.srgnn import SRGNN
+
+    seen: list[tuple[float, int]] = []
+
+    def sampled_softmax(self, batch):  # type: ignore[no-untyped-def]
+        scores = self(batch)
+        negatives = torch.randint(1, self.n_items, (len(batch), 5))
+        logits = torch.cat([scores.gather(1, batch.targets[:, None]), scores.gather(1, negatives)], 1)
+        loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
+        seen.append((float(loss.detach()), len(batch)))
+        return loss
+
+    monkeypatch.setattr(SRGNN, "training_loss", sampled_softmax)
+    rec = _run(small_dir, tmp_path, overrides={**SMALL, "epochs": 1})
+    n_fit = sum(n for _, n in seen)
+    assert len(seen) == -(-n_fit // 16)
+    row = next(csv.DictReader((Path(rec["run_dir"]) / "history.csv").open()))
+    assert float(row["loss"]) == pytest.approx(sum(v * n for v, n in seen) / n_fit, rel=1e-4)
+
+
+def test_checkpoint_state_loads_without_pickled_code_and_a_hostile_one_is_refused(
+    small_dir: Path, tmp_path: Path
+) -> None:
+    import pickle
+
+    def stop_after_one(epoch: int, row: dict) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        _run(small_dir, tmp_path, callback=_AfterEpoch(stop_after_one))
+    run = next(tmp_path.glob("runs/small/srgnn/*"))
+    state = torch.load(run / "checkpoint" / "state.pt", weights_only=True)
+    assert state["epoch"] == 1 and set(state["rng"]) == {"python", "numpy", "torch", "cuda"}
+    marker = tmp_path / "pwned"
+
+    class Hostile:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (Path.touch, (marker,))
+
+    (run / "checkpoint" / "state.pt").write_bytes(pickle.dumps({"epoch": Hostile()}, protocol=2))
+    with pytest.raises(SbrError, match="untrusted checkpoint state") as info:
+        train(resume=run)
+    assert "\n" not in str(info.value) and not marker.exists()
+
+
+def test_random_cut_examples_and_several_targets_per_example(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    users = [[(s + k) % 30 + 1 for k in range(int(rng.integers(6, 12)))] for s in rng.integers(0, 30, 90)]
+    items, offsets, n_items = from_sequences("users", "t", users)
+    lens = np.diff(offsets)
+    idx = np.arange(90)
+
+    def at_80pct(rows: np.ndarray):  # type: ignore[no-untyped-def]
+        from sbrbench.data.dataset import Split
+
+        return Split(rows.astype(np.int32), np.maximum(1, (lens[rows] * 0.8).astype(np.int32)))
+
+    splits = {"train": augment_all_prefixes(offsets, idx[:70]), "valid": at_80pct(idx[70:80]),
+              "test": at_80pct(idx[80:])}
+    info = {"train_examples": "random-cut", "history_len": 4, "eval_targets": "remaining"}
+    ProcessedDataset("users", "t", n_items, items, offsets, splits, info=info).save(tmp_path / "users")
+    rec = train("srgnn", tmp_path / "users", results_dir=tmp_path, overrides={**SMALL, "epochs": 2})
+    run = Path(rec["run_dir"])
+    ranks = np.load(run / "ranks" / "test.npy")
+    remaining = lens[80:] - np.maximum(1, (lens[80:] * 0.8).astype(int))
+    assert ranks.shape == (10, int(remaining.max()))
+    assert ((ranks > 0).sum(1) <= remaining).all()  # repeated targets count once
+    assert 0 < rec["test"]["Recall@20"] <= 1 and rec["test"]["HR@20"] >= rec["test"]["Recall@20"]
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert float(rows[0]["examples_per_s"]) > 0 and json.loads((run / "metrics.json").read_text())["epochs_run"] == 2
+
+
+def test_resume_after_sigterm_is_bit_identical_for_gcegnn_with_dropout(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    rng = np.random.default_rng(0)
+    sessions = [rng.integers(1, 60, size=int(rng.integers(2, 9))).tolist() for _ in range(160)]
+    items, offsets, n_items = from_sequences("drop", "t", sessions)
+    idx = np.arange(160)
+    splits = {"train": augment_all_prefixes(offsets, idx[:120]), "valid": augment_all_prefixes(offsets, idx[120:140]),
+              "test": augment_all_prefixes(offsets, idx[140:])}
+    ProcessedDataset("drop", "t", n_items, items, offsets, splits).save(tmp_path / "drop")
+    ov = {"dim": 8, "hop": 1, "epochs": 3, "batch_size": 32, "lr": 0.01, "patience": 0,
+          "dropout_global": 0.5, "dropout_gcn": 0.3, "dropout_local": 0.2}
+    full = train("gcegnn", tmp_path / "drop", results_dir=tmp_path / "full", overrides=ov, seed=5)
+
+    def stop(epoch: int, row: dict) -> None:
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # how a scheduler or `kill` stops a background run
+
+    with pytest.raises(TrainingInterrupted):
+        train("gcegnn", tmp_path / "drop", results_dir=tmp_path / "part", overrides=ov, seed=5, callback=_AfterEpoch(stop))
+    part = next((tmp_path / "part").glob("runs/drop/gcegnn/*"))
+    resumed = train(resume=part)
+    assert resumed["test"] == full["test"] and resumed["valid"] == full["valid"]
+    wa = load_file(str(Path(full["run_dir"]) / "checkpoint/model.safetensors"))
+    wb = load_file(str(part / "checkpoint/model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    losses = [list(csv.DictReader((Path(r) / "history.csv").open())) for r in (full["run_dir"], part)]
+    assert [r["loss"] for r in losses[0]] == [r["loss"] for r in losses[1]]
+
+
+def test_a_run_record_reloads_on_another_machine_by_dataset_name_and_checksum(
+    small_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from sbrbench.results import RunDir
+
+    made_here = tmp_path / "a" / "processed" / "small" / "t"
+    shutil.copytree(small_dir, made_here)
+    rec = train("srgnn", "small", protocol="t", data_dir=tmp_path / "a", results_dir=tmp_path, overrides=SMALL)
+    run = RunDir(rec["run_dir"])
+    elsewhere = tmp_path / "b"
+    shutil.move(str(tmp_path / "a"), str(elsewhere))  # the recorded absolute path no longer exists
+    assert run.metrics_from_ranks("test", (20,))["metrics"]["MRR@20"] == pytest.approx(rec["test"]["MRR@20"])
+    cfg = json.loads(run.config_path.read_text())
+    cfg["data"]["data_dir"] = str(elsewhere)
+    run.config_path.write_text(json.dumps(cfg))
+    assert evaluate_run(run.path, ks=(20,))["metrics"]["MRR@20"] == pytest.approx(rec["test"]["MRR@20"], abs=1e-9)
+    manifest = elsewhere / "processed" / "small" / "t" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"format_version": 1', '"format_version": 1, "x": 1'))
+    with pytest.raises(SbrError, match="differs from the data this run used"):
+        evaluate_run(run.path, ks=(20,))

@@ -31,22 +31,29 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import math
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from tabulate import tabulate
 
+from sbrbench import paths
+from sbrbench.data.dataset import ProcessedDataset
+from sbrbench.data.store import load_processed
 from sbrbench.errors import SbrError
+from sbrbench.evaluate import compare_runs
+from sbrbench.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from sbrbench.metrics import DEFAULT_METRICS, parse_metric, per_example_from_ranks
+from sbrbench.models import MODELS, TrainOptions, resolve_config
+from sbrbench.models.base import dropped
+from sbrbench.plots import ablation_bar_chart
 from sbrbench.registry import unknown_name_message
+from sbrbench.results import RANK_SPLITS, RunDir
+from sbrbench.significance import paired_tests
+from sbrbench.train import TrainingCallback, train
 
-if TYPE_CHECKING:
-    from sbrbench.data.dataset import ProcessedDataset
-
-DEFAULT_METRICS = ("P@20", "MRR@20")
 DEFAULT_SEED = 42
 REFERENCE = "full"
 
@@ -63,22 +70,7 @@ class Variant:
 
 
 
-# ---- parsing and validation ----------------------------------------------------------------------
-def parse_vary(items: Sequence[str] | None) -> dict[str, list[str]]:
-    """Parse `--vary P=v1,v2,...` strings into {P: [v1, v2, ...]} (values stay strings)."""
-    out: dict[str, list[str]] = {}
-    for item in items or []:
-        key, sep, values = item.partition("=")
-        key = key.strip()
-        vals = [v.strip() for v in values.split(",") if v.strip()]
-        if not sep or not key or not vals:
-            raise SbrError(f"--vary expects PARAM=v1,v2,..., got {item!r}")
-        for v in vals:
-            if v not in out.setdefault(key, []):
-                out[key].append(v)
-    return out
-
-
+# ---- validation ----------------------------------------------------------------------------------
 def seed_list(seeds: int | Sequence[int] | None, neural: bool, first: int = DEFAULT_SEED) -> list[int]:
     """The seeds of a study: a count N → `first, first+1, ...`; a list is kept; None → 3 or 1."""
     if seeds is None:
@@ -108,8 +100,6 @@ def build_variants(
 
     Unknown components, unknown parameters or badly typed values raise one-line `SbrError`s.
     """
-    from sbrbench.models import MODELS, TrainOptions, resolve_config
-    from sbrbench.models.base import dropped
 
     cls = MODELS.get(model)
     name = cls.name
@@ -139,7 +129,7 @@ def build_variants(
                 "with --vary PARAM=v1,v2 instead"
             )
         for spec in drops:
-            comps = [c.strip() for c in spec.split(",") if c.strip()]
+            comps = [cls.component_aliases.get(c.strip(), c.strip()) for c in spec.split(",") if c.strip()]
             if not comps:
                 raise SbrError("--drop needs a component name")
             for c in comps:
@@ -167,23 +157,12 @@ def _std(x: np.ndarray) -> float | None:
 
 
 def _per_example(run_dir: str, split: str, metric: str) -> np.ndarray:
-    from sbrbench.evaluate import load_ranks
-    from sbrbench.metrics import per_example_from_ranks
-
-    return per_example_from_ranks(load_ranks(Path(run_dir) / "ranks" / f"{split}.npy"), metric)
+    return per_example_from_ranks(RunDir(run_dir).load_ranks(split), metric)
 
 
 def _paired_p(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
-    from scipy import stats
-
-    ok = ~(np.isnan(a) | np.isnan(b))
-    a, b = a[ok], b[ok]
-    d = b - a
-    if d.shape[0] == 0 or np.all(d == 0):
-        return {"wilcoxon": 1.0, "ttest_rel": 1.0, "n_examples": int(d.shape[0])}
-    pw = float(stats.wilcoxon(b, a, zero_method="wilcox").pvalue)
-    pt = float(stats.ttest_rel(b, a).pvalue)
-    return {"wilcoxon": pw, "ttest_rel": 0.0 if math.isnan(pt) else pt, "n_examples": int(d.shape[0])}
+    t = paired_tests(a, b)
+    return {"wilcoxon": t["wilcoxon"]["pvalue"], "ttest_rel": t["ttest_rel"]["pvalue"], "n_examples": t["n_examples"]}
 
 
 def summarise(
@@ -193,8 +172,6 @@ def summarise(
 
     Each variant dict holds `name` and `runs` (a list of {seed, run_dir}); the first is the reference.
     """
-    from sbrbench.evaluate import compare_runs
-
     ref = variants[0]
     ref_vals = {m: [_per_example(r["run_dir"], split, m) for r in ref["runs"]] for m in metrics}
     for v in variants:
@@ -261,7 +238,7 @@ def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def to_markdown(result: dict[str, Any]) -> str:
+def render_ablation_markdown(result: dict[str, Any]) -> str:
     """The study as a Markdown document (title, settings, table, notes)."""
     header, rows = table_rows(result)
     seeds = ", ".join(str(s) for s in result["seeds"])
@@ -272,10 +249,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"values in %, mean ± std over seeds; Δ against `{REFERENCE}` (per seed, then averaged); "
         "p: two-sided Wilcoxon signed-rank on per-example values averaged over seeds.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
+        tabulate(rows, headers=header, tablefmt="github", disable_numparse=True),
     ]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
     if result.get("overrides"):
         lines += ["", "Overrides: " + ", ".join(f"`{k}={v}`" for k, v in result["overrides"].items())]
     return "\n".join(lines) + "\n"
@@ -323,8 +298,9 @@ def ablate(
     data_dir: str | Path | None = None,
     results_dir: str | Path | None = None,
     device: str = "cpu",
+    threads: int | None = None,
     max_train_examples: int | None = None,
-    progress: bool = False,
+    callback: TrainingCallback | None = None,
     plot: bool = True,
 ) -> dict[str, Any]:
     """Train the full model and every variant with every seed; summarise and write the report.
@@ -332,19 +308,11 @@ def ablate(
     Returns the study as a dict: settings, `variants` (each with `runs`, `mean`, `std`, `change`,
     `tests`), `markdown` and `files` ({json, md, png}). See the module docstring for the statistics.
     """
-    from sbrbench import paths
-    from sbrbench.data.dataset import ProcessedDataset
-    from sbrbench.evaluate import SPLITS
-    from sbrbench.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-    from sbrbench.metrics import parse_metric
-    from sbrbench.models import MODELS
-    from sbrbench.train import load_processed, train
-
     cls = MODELS.get(model)
     name = cls.name
     varies = dict(varies or {})
-    if split not in SPLITS:
-        raise SbrError(unknown_name_message("split", split, list(SPLITS)))
+    if split not in RANK_SPLITS:
+        raise SbrError(unknown_name_message("split", split, list(RANK_SPLITS)))
     mnames = []
     for m in metrics:
         fam, k = parse_metric(m, 20)
@@ -373,15 +341,15 @@ def ablate(
         runs[v.name] = []
         for seed in seed_values:
             done += 1
-            if progress:
-                print(f"[{done}/{total}] {name} {v.name} seed {seed}", file=sys.stderr, flush=True)
+            if callback is not None:
+                callback.on_message(f"[{done}/{total}] {name} {v.name} seed {seed}")
             ov = {**v.overrides, **({"seed": seed} if seed_param else {})}
             rec = train(
                 name, source, protocol=protocol, data_dir=data_dir, results_dir=results_dir, overrides=ov,
-                seed=seed, select_on=select_on, metric=select_metric, device=device,
-                max_train_examples=max_train_examples, progress=progress,
+                seed=seed, select_on=select_on, metric=select_metric, device=device, threads=threads,
+                max_train_examples=max_train_examples, callback=callback,
             )
-            atomic_write_json(Path(rec["run_dir"]) / "ablation.json", {
+            RunDir(rec["run_dir"]).write_sidecar("ablation.json", {
                 "study": study, "model": name, "dataset": ds.name, "variant": v.name, "kind": v.kind,
                 **v.detail, "reference": v.name == REFERENCE, "seed": seed, "overrides": ov,
             })
@@ -400,11 +368,9 @@ def ablate(
                    "seeds; per_seed: the same tests run by compare_runs for each seed",
         "variants": rows,
     }
-    result["markdown"] = to_markdown(result)
+    result["markdown"] = render_ablation_markdown(result)
     files = {"json": str(stem.with_suffix(".json")), "md": str(stem.with_suffix(".md"))}
     if plot:
-        from sbrbench.plots import ablation_bar_chart
-
         buf = io.BytesIO()
         ablation_bar_chart(result, buf)
         atomic_write_bytes(stem.with_suffix(".png"), buf.getvalue())

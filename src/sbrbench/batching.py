@@ -19,13 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
+from sbrbench.errors import SbrError
+from sbrbench.registry import unknown_name_message
+
 if TYPE_CHECKING:
-    from sbrbench.data.dataset import ProcessedDataset
+    from sbrbench.data.dataset import FitSessions, ProcessedDataset
 
 
 @dataclass
@@ -35,7 +38,9 @@ class Batch:
     Shapes:
         seq (B, L) long, prefixes left-aligned and 0-padded; lengths (B,); targets (B,);
         mask (B, L) bool; graph fields (only when built): nodes (B, N) long, 0-padded;
-        alias (B, L) long node index per position (0 on padding); adj_in, adj_out (B, N, N) float.
+        alias (B, L) long node index per position (0 on padding); adj_in, adj_out (B, N, N) float;
+        reset (B,) bool (session-parallel sources only): lanes whose session starts at this batch.
+        targets may be (B, T), 0-padded, for sources with several targets per example.
     """
 
     seq: torch.Tensor
@@ -46,6 +51,7 @@ class Batch:
     alias: torch.Tensor | None = None
     adj_in: torch.Tensor | None = None
     adj_out: torch.Tensor | None = None
+    reset: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.seq.shape[0])
@@ -57,10 +63,15 @@ class Batch:
 
 
 def pad_prefixes(
-    items: torch.Tensor, start: torch.Tensor, length: torch.Tensor
+    items: torch.Tensor, start: torch.Tensor, length: torch.Tensor, max_len: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather prefixes `items[start:start+length]` into a 0-padded (B, max length) matrix and mask."""
-    max_len = int(length.max()) if length.numel() else 1
+    """Gather prefixes `items[start:start+length]` into a 0-padded (B, max_len) matrix and mask.
+
+    `max_len` (the longest length, known on the host) avoids reading it back from the device.
+    """
+    if max_len is None:
+        max_len = int(length.max()) if length.numel() else 1
+    max_len = max(int(max_len), 1)
     pos = torch.arange(max_len, device=items.device)
     mask = pos.unsqueeze(0) < length.unsqueeze(1)
     idx = (start.unsqueeze(1) + pos.unsqueeze(0)).clamp_(max=max(items.shape[0] - 1, 0))
@@ -106,8 +117,35 @@ def session_graphs(
     return nodes, alias, adj_t / in_deg, adj / out_deg
 
 
+def make_batch(seq: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, *,
+               graphs: bool = False) -> Batch:
+    """A `Batch`, with the SR-GNN session graph of every prefix when `graphs` is set."""
+    b = Batch(seq=seq, lengths=lengths, targets=targets, mask=mask)
+    if graphs:
+        b.nodes, b.alias, b.adj_in, b.adj_out = session_graphs(seq, lengths, mask)
+    return b
+
+
+class BatchSource(Protocol):
+    """Anything the Trainer can draw training batches from (one pass = one epoch)."""
+
+    def __len__(self) -> int:
+        """Examples (targets) per epoch."""
+
+    def n_batches(self, batch_size: int) -> int:
+        """Batches per epoch (an estimate where the source cannot know in advance)."""
+
+    def batches(self, batch_size: int, *, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """One epoch of batches, in an order drawn from `generator` when given."""
+
+
 class ExampleSource:
-    """A split's examples as device tensors, batched without Python loops over examples."""
+    """A split's (prefix, target) examples as device tensors, batched without Python loops.
+
+    `targets="next"`: one target per example, (B,); `"remaining"`: every item of the session from
+    the example's position on, (B, T) padded with 0 (the ComiRec / remaining-items protocol).
+    Prefix lengths are kept on the host too, so a batch's width needs no device synchronisation.
+    """
 
     def __init__(
         self,
@@ -117,13 +155,23 @@ class ExampleSource:
         target: np.ndarray,
         *,
         graphs: bool = False,
+        session_end: np.ndarray | None = None,
+        targets: str = "next",
     ) -> None:
+        if targets not in ("next", "remaining"):
+            raise ValueError(f"targets must be 'next' or 'remaining', got {targets!r}")
+        if targets == "remaining" and session_end is None:
+            raise ValueError("targets='remaining' needs session_end")
         device = items.device
         self.items = items
-        self.start = torch.as_tensor(start, dtype=torch.long).to(device)
-        self.length = torch.as_tensor(length, dtype=torch.long).to(device)
-        self.target = torch.as_tensor(target, dtype=torch.long).to(device)
         self.graphs = graphs
+        self.targets = targets
+        self._length_host = np.asarray(length, dtype=np.int64)
+        self._remaining_host = (None if session_end is None else
+                                np.asarray(session_end, np.int64) - np.asarray(start, np.int64) - self._length_host)
+        self.start = torch.as_tensor(np.asarray(start, np.int64)).to(device)
+        self.length = torch.as_tensor(self._length_host).to(device)
+        self.target = torch.as_tensor(np.asarray(target, np.int64)).to(device)
 
     @classmethod
     def from_dataset(
@@ -135,37 +183,63 @@ class ExampleSource:
         graphs: bool = False,
         items: torch.Tensor | None = None,
         limit: int | None = None,
+        targets: str = "next",
     ) -> ExampleSource:
         """The examples of `split` (the first `limit` of them if given) on `device`."""
         ex = dataset.examples(split)
         if items is None:
             items = item_tensor(dataset, device)
         sl = slice(0, limit)
-        return cls(items, ex.start[sl], ex.length[sl], ex.target[sl], graphs=graphs)
+        return cls(items, ex.start[sl], ex.length[sl], ex.target[sl], graphs=graphs,
+                   session_end=ex.session_end[sl], targets=targets)
 
     @classmethod
     def concat(cls, parts: Sequence[ExampleSource]) -> ExampleSource:
         """Several sources over the same item tensor as one."""
         first = parts[0]
         out = cls.__new__(cls)
-        out.items = first.items
+        out.items, out.graphs, out.targets = first.items, first.graphs, first.targets
         out.start = torch.cat([p.start for p in parts])
         out.length = torch.cat([p.length for p in parts])
         out.target = torch.cat([p.target for p in parts])
-        out.graphs = first.graphs
+        out._length_host = np.concatenate([p._length_host for p in parts])
+        rem = [p._remaining_host for p in parts]
+        out._remaining_host = None if any(r is None for r in rem) else np.concatenate(rem)  # type: ignore[arg-type]
+        return out
+
+    def head(self, n: int) -> ExampleSource:
+        """The first `n` examples."""
+        out = ExampleSource.concat([self])
+        out.start, out.length, out.target = self.start[:n], self.length[:n], self.target[:n]
+        out._length_host = self._length_host[:n]
+        out._remaining_host = None if self._remaining_host is None else self._remaining_host[:n]
         return out
 
     def __len__(self) -> int:
-        return int(self.start.shape[0])
+        return int(self._length_host.shape[0])
 
-    def batch(self, index: torch.Tensor | slice) -> Batch:
-        """The batch of the examples at `index` (a slice or a long tensor on the device)."""
-        start, length, target = self.start[index], self.length[index], self.target[index]
-        seq, mask = pad_prefixes(self.items, start, length)
-        b = Batch(seq=seq, lengths=length, targets=target, mask=mask)
-        if self.graphs:
-            b.nodes, b.alias, b.adj_in, b.adj_out = session_graphs(seq, length, mask)
-        return b
+    def batch(self, index: torch.Tensor | slice, host_index: np.ndarray | slice | None = None) -> Batch:
+        """The batch of the examples at `index` (a slice, or a long tensor on the device together
+        with the same indices on the host as `host_index`)."""
+        hidx = index if host_index is None else host_index
+        if isinstance(hidx, torch.Tensor):
+            hidx = hidx.cpu().numpy()
+        lengths_host = self._length_host[hidx]
+        width = int(lengths_host.max()) if lengths_host.size else 1
+        start, length = self.start[index], self.length[index]
+        seq, mask = pad_prefixes(self.items, start, length, width)
+        if self.targets == "remaining":
+            assert self._remaining_host is not None
+            rem_host = self._remaining_host[hidx]
+            t = max(int(rem_host.max()) if rem_host.size else 1, 1)
+            col = torch.arange(t, device=start.device)
+            rem = torch.as_tensor(rem_host, device=start.device)
+            ok = col.unsqueeze(0) < rem.unsqueeze(1)
+            pos = (start + length).unsqueeze(1) + col.unsqueeze(0)
+            target = self.items[torch.where(ok, pos, 0)] * ok
+        else:
+            target = self.target[index]
+        return make_batch(seq, length, target, mask, graphs=self.graphs)
 
     def batches(
         self, batch_size: int, *, generator: torch.Generator | None = None, skip: int = 0
@@ -173,9 +247,11 @@ class ExampleSource:
         """Batches in order, or in a random order drawn from `generator` (on CPU)."""
         n = len(self)
         if generator is not None:
-            perm = torch.randperm(n, generator=generator).to(self.start.device)
+            perm_host = torch.randperm(n, generator=generator)
+            perm = perm_host.to(self.start.device)
+            perm_np = perm_host.numpy()
             for i in range(skip * batch_size, n, batch_size):
-                yield self.batch(perm[i : i + batch_size])
+                yield self.batch(perm[i : i + batch_size], perm_np[i : i + batch_size])
         else:
             for i in range(skip * batch_size, n, batch_size):
                 yield self.batch(slice(i, i + batch_size))
@@ -185,28 +261,143 @@ class ExampleSource:
         return -(-len(self) // batch_size)
 
 
+class RandomCutSource:
+    """One random cut per user per step, as ComiRec's (and MCLSR's) training loop draws examples.
+
+    Each epoch visits every fitted sequence once, in an order drawn from the generator, `batch_size`
+    distinct sequences per batch; sequence u of fitted length n is cut at k drawn uniformly from
+    {min(min_cut, n−1), …, n−1}: the history is the up-to-`history` items before position k
+    (0-based), the target is item k. Sequences shorter than 2 are skipped.
+    """
+
+    def __init__(self, items: torch.Tensor, fit: FitSessions, *, history: int, min_cut: int = 4,
+                 limit: int | None = None, graphs: bool = False) -> None:
+        if history < 1:
+            raise ValueError(f"history must be >= 1, got {history}")
+        keep = np.flatnonzero(fit.lengths >= 2)[:limit]
+        self.items = items
+        self.history, self.min_cut, self.graphs = int(history), int(min_cut), graphs
+        self._start = fit.offsets[:-1][keep].astype(np.int64)
+        self._len = fit.lengths[keep].astype(np.int64)
+        self._flat = torch.as_tensor(fit.items, dtype=torch.long, device=items.device)
+
+    def __len__(self) -> int:
+        return int(self._len.shape[0])
+
+    def n_batches(self, batch_size: int) -> int:
+        return -(-len(self) // batch_size)
+
+    def batches(self, batch_size: int, *, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        n = len(self)
+        order = torch.randperm(n, generator=generator).numpy() if generator is not None else np.arange(n)
+        draws = torch.rand(n, generator=generator, dtype=torch.float64).numpy() if generator is not None \
+            else np.full(n, 1.0 - 1e-9)
+        for i in range(0, n, batch_size):
+            idx = order[i : i + batch_size]
+            length = self._len[idx]
+            lo = np.minimum(self.min_cut, length - 1)
+            k = lo + np.floor(draws[idx] * (length - lo)).astype(np.int64)
+            h = np.minimum(k, self.history)
+            start = torch.as_tensor(self._start[idx] + k - h, device=self.items.device)
+            hist = torch.as_tensor(h, device=self.items.device)
+            seq, mask = pad_prefixes(self._flat, start, hist, int(h.max()))
+            target = self._flat[torch.as_tensor(self._start[idx] + k, device=self.items.device)]
+            yield make_batch(seq, hist, target, mask, graphs=self.graphs)
+
+
+class SessionParallelSource:
+    """GRU4Rec's session-parallel mini-batches over the fitted sessions.
+
+    `batch_size` lanes each hold one session; every step yields, per lane, the current item (seq
+    (B, 1)) and the next one (targets (B,)); `reset` (B,) marks lanes whose session started at this
+    step (the model zeroes their hidden state). A lane whose session ends takes the next session;
+    the epoch ends when a lane cannot be refilled, as in the official GRU4Rec. Sessions in their
+    stored (time) order, or shuffled by the generator when `shuffle` is set.
+    """
+
+    def __init__(self, items: torch.Tensor, fit: FitSessions, *, shuffle: bool = False,
+                 limit: int | None = None) -> None:
+        keep = np.flatnonzero(fit.lengths >= 2)[:limit]
+        self.items = items
+        self.shuffle = shuffle
+        self._start = fit.offsets[:-1][keep].astype(np.int64)
+        self._end = fit.offsets[1:][keep].astype(np.int64)
+        self._flat_host = np.asarray(fit.items, dtype=np.int64)
+        self._flat = torch.as_tensor(self._flat_host, device=items.device)
+
+    def __len__(self) -> int:
+        return int((self._end - self._start - 1).sum())
+
+    def n_batches(self, batch_size: int) -> int:
+        return max(len(self) // max(batch_size, 1), 1)
+
+    def batches(self, batch_size: int, *, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        n = self._start.shape[0]
+        if n < batch_size:
+            raise ValueError(f"session-parallel batches need at least batch_size={batch_size} sessions, got {n}")
+        order = (torch.randperm(n, generator=generator).numpy() if (self.shuffle and generator is not None)
+                 else np.arange(n))
+        lane = np.arange(batch_size)
+        nxt = batch_size
+        pos = self._start[order[lane]].copy()
+        end = self._end[order[lane]].copy()
+        reset = np.ones(batch_size, dtype=bool)
+        device = self.items.device
+        ones = torch.ones(batch_size, 1, dtype=torch.bool, device=device)
+        while True:
+            steps = int((end - pos).min()) - 1
+            for j in range(steps):
+                cur = torch.as_tensor(pos + j, device=device)
+                yield Batch(seq=self._flat[cur].unsqueeze(1), lengths=torch.ones(batch_size, dtype=torch.long,
+                            device=device), targets=self._flat[cur + 1], mask=ones,
+                            reset=torch.as_tensor(reset if j == 0 else np.zeros(batch_size, bool), device=device))
+            pos += steps
+            done = np.flatnonzero(end - pos <= 1)
+            for d in done:
+                if nxt >= n:
+                    return
+                pos[d], end[d] = self._start[order[nxt]], self._end[order[nxt]]
+                nxt += 1
+            reset = np.zeros(batch_size, dtype=bool)
+            reset[done] = True
+
+
+TRAIN_EXAMPLE_KINDS = ("prefix", "random-cut", "session-parallel")
+
+
+def training_source(model: Any, dataset: ProcessedDataset, splits: Sequence[str], device: torch.device | str,
+                    *, items: torch.Tensor | None = None, limit: int | None = None) -> BatchSource:
+    """The training examples of a run over its fit `splits`.
+
+    The model may build its own (`Model.example_source`); otherwise the protocol's kind
+    (`dataset.info["train_examples"]`, default `prefix`): `prefix` = every (prefix, target)
+    example of the fit splits (SR-GNN augmentation; `limit` keeps the first N), `random-cut` =
+    `RandomCutSource` (history `dataset.info["history_len"]`, default 50; `limit`: first N
+    sequences), `session-parallel` = `SessionParallelSource` (`limit`: first N sessions).
+    """
+    if items is None:
+        items = item_tensor(dataset, device)
+    own = model.example_source(dataset, tuple(splits), items, limit)
+    if own is not None:
+        return own
+    kind = str(dataset.info.get("train_examples", "prefix"))
+    if kind == "prefix":
+        parts = [ExampleSource.from_dataset(dataset, s, device, graphs=model.needs_graph, items=items)
+                 for s in splits if s in dataset.splits]
+        src = ExampleSource.concat(parts) if len(parts) > 1 else parts[0]
+        return src.head(limit) if limit is not None and limit < len(src) else src
+    fit = dataset.fit_sessions(tuple(splits))
+    if kind == "random-cut":
+        return RandomCutSource(items, fit, history=int(dataset.info.get("history_len", 50)), limit=limit,
+                               graphs=model.needs_graph)
+    if kind == "session-parallel":
+        if model.needs_graph:
+            raise SbrError(f"{model.name} reads session graphs: it cannot train on session-parallel batches")
+        return SessionParallelSource(items, fit, limit=limit)
+    raise SbrError(unknown_name_message("kind of training examples", kind, list(TRAIN_EXAMPLE_KINDS)))
+
+
 def item_tensor(dataset: ProcessedDataset, device: torch.device | str = "cpu") -> torch.Tensor:
     """The dataset's flat item array as a long tensor on `device`."""
     return torch.from_numpy(dataset.items.astype(np.int64)).to(device)
 
-
-def fit_sequences(dataset: ProcessedDataset, splits: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """CSR (items, offsets) of the sessions that `splits` read, each up to its last used target.
-
-    Non-neural baselines are fitted on these; for `("train",)` this equals
-    `dataset.train_sequences()`, for `("train", "valid")` the protocol's full training set.
-    """
-    sess = np.concatenate([dataset.split(s).session for s in splits]).astype(np.int64)
-    pos = np.concatenate([dataset.split(s).pos for s in splits]).astype(np.int64)
-    if sess.size == 0:
-        return np.zeros(0, np.int32), np.zeros(1, np.int64)
-    n_sess = dataset.n_sessions
-    maxpos = np.full(n_sess, -1, dtype=np.int64)
-    np.maximum.at(maxpos, sess, pos)
-    sessions = np.flatnonzero(maxpos >= 0)
-    lens = maxpos[sessions] + 1
-    starts = dataset.offsets[sessions]
-    out_off = np.zeros(sessions.shape[0] + 1, dtype=np.int64)
-    np.cumsum(lens, out=out_off[1:])
-    idx = np.repeat(starts - out_off[:-1], lens) + np.arange(out_off[-1])
-    return dataset.items[idx], out_off

@@ -9,12 +9,6 @@ class SbrError(Exception):
     exit_code: int = 1
 
 
-class NotAvailableError(SbrError):
-    """A command or feature that a later version of sbrbench will provide."""
-
-    exit_code = 3
-
-
 class DataError(SbrError):
     """Malformed, missing or untrusted input data."""
 

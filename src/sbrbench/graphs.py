@@ -8,7 +8,7 @@
 * `session_hypergraph`: DHCN's hypergraph, each session a hyperedge over its unique items, with
   the propagation `D⁻¹ H B⁻¹ Hᵀ` kept factorised (two sparse products, no item × item matrix).
   DHCN itself uses every augmented training prefix as a hyperedge; sbrbench uses whole sessions.
-* `dataset_graph`: the graph of a dataset's fitted sessions (`fit_sequences(dataset, splits)`, never
+* `dataset_graph`: the graph of a dataset's fitted sessions (`dataset.fit_sessions(splits)`, never
   the test split), cached as `.npz` under the processed dataset's `graphs/` directory.
 
 Both are vectorised with numpy: building them for Nowplaying takes seconds.
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sbrbench.errors import SbrError
+from sbrbench.io import atomic_write_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -187,18 +188,16 @@ def dataset_graph(
 ) -> GlobalItemGraph | SessionHypergraph:
     """The `kind` graph ("global" or "hyper") of the sessions that `splits` fit, cached in `cache_dir`.
 
-    Only the fitted part of each session enters (`fit_sequences`): validation targets when
-    selecting on the validation split, and the test split ever, stay out of the graph. The cache
-    key covers the kind, the parameters and a hash of the sessions, so a re-split never reuses a
-    stale graph; a corrupt cache file is rebuilt.
+    Only the fitted part of each session enters (`ProcessedDataset.fit_sessions`, which refuses
+    the test split): validation targets when selecting on the validation split, and the test
+    split ever, stay out of the graph. The cache key covers the kind, the parameters and a hash
+    of the fitted sessions (their items and offsets), so a re-split never reuses a stale graph; a
+    corrupt cache file is rebuilt.
     """
-    from sbrbench.batching import fit_sequences
-
     if kind not in GRAPH_KINDS:
         raise SbrError(f"unknown graph kind {kind!r}; choose from {', '.join(GRAPH_KINDS)}")
-    if "test" in splits:
-        raise SbrError("dataset-level graphs are built from training sessions only, never the test split")
-    items, offsets = fit_sequences(dataset, tuple(splits))
+    fitted = dataset.fit_sessions(tuple(splits))
+    items, offsets = fitted.items, fitted.offsets
     n_items = int(dataset.n_items)
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(items, dtype=np.int64).tobytes())
@@ -224,8 +223,6 @@ def dataset_graph(
 
 
 def _save_graph(graph: GlobalItemGraph | SessionHypergraph, path: Path) -> None:
-    from sbrbench.io import atomic_write_bytes
-
     buf = io.BytesIO()
     if isinstance(graph, GlobalItemGraph):
         np.savez(buf, neighbors=graph.neighbors, weights=graph.weights, counts=graph.counts,

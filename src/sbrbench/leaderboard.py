@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -20,14 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from sbrbench import published
+from sbrbench import paper_figures
 from sbrbench.errors import SbrError
 from sbrbench.io import atomic_write_text
-from sbrbench.metrics import metrics_from_ranks, parse_metric
+from sbrbench.metrics import DEFAULT_METRICS, metrics_from_ranks, parse_metric
+from sbrbench.paths import results_dir
+from sbrbench.results import RunDir
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METRICS = ("P@20", "MRR@20")
 MODES = {"valid": "validation-selected", "test": "paper-compatible (epoch selected on test)"}
 
 
@@ -54,7 +54,7 @@ def _canonical(metric: str) -> str:
     return f"{fam}@{k}"
 
 
-def _metric_values(run_dir: Path, rec: dict[str, Any], split: str, metrics: list[str]) -> dict[str, float]:
+def _metric_values(run: RunDir, rec: dict[str, Any], split: str, metrics: list[str]) -> dict[str, float]:
     stored = rec.get(split) or {}
     have: dict[str, float] = {}
     if isinstance(stored, dict):
@@ -64,12 +64,9 @@ def _metric_values(run_dir: Path, rec: dict[str, Any], split: str, metrics: list
             except (SbrError, TypeError, ValueError):
                 continue
     missing = [m for m in metrics if m not in have]
-    rpath = run_dir / "ranks" / f"{split}.npy"
-    if missing and rpath.is_file():
-        from sbrbench.evaluate import load_ranks
-
+    if missing and run.has_ranks(split):
         ks = sorted({parse_metric(m)[1] for m in missing})
-        have.update({k: v for k, v in metrics_from_ranks(load_ranks(rpath), ks).items() if k not in have})
+        have.update({k: v for k, v in metrics_from_ranks(run.load_ranks(split), ks).items() if k not in have})
     return {m: have[m] for m in metrics if m in have}
 
 
@@ -84,19 +81,18 @@ def collect_runs(
     pattern = f"{dataset}/*/*/metrics.json" if dataset else "*/*/*/metrics.json"
     for mpath in sorted(root.glob(pattern)):
         run_dir = mpath.parent
+        run = RunDir(run_dir)
         try:
-            rec = json.loads(mpath.read_text(encoding="utf-8"))
-            if not isinstance(rec, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            skipped.append({"run": str(run_dir), "reason": f"unreadable metrics.json ({str(exc).splitlines()[0]})"})
+            rec = run.read_metrics()
+        except SbrError as exc:
+            skipped.append({"run": str(run_dir), "reason": f"unreadable metrics.json ({exc})"})
             continue
         status = rec.get("status")
         if status != "complete":
             skipped.append({"run": str(run_dir), "reason": f"status {status!r}"})
             continue
         try:
-            values = _metric_values(run_dir, rec, split, metrics)
+            values = _metric_values(run, rec, split, metrics)
         except SbrError as exc:
             skipped.append({"run": str(run_dir), "reason": str(exc)})
             continue
@@ -129,8 +125,6 @@ def build_leaderboard(
     (fraction or None) and `M source` (published table key). Sorted by dataset, protocol,
     selection (validation first) and the first metric, best first.
     """
-    from sbrbench.paths import results_dir
-
     root = results_dir(results_root)
     mets = [_canonical(m) for m in (metrics or DEFAULT_METRICS)]
     runs, skipped = collect_runs(root, dataset, split, mets)
@@ -153,7 +147,7 @@ def build_leaderboard(
             vals = np.array([r["values"][m] for r in rs if m in r["values"]], dtype=np.float64)
             row[m] = float(vals.mean()) if vals.size else None
             row[f"{m} std"] = float(vals.std(ddof=1)) if vals.size > 1 else None
-            fig = published.find(ds, model, m)
+            fig = paper_figures.find(ds, model, m)
             row[f"{m} published"] = fig.value if fig else None
             row[f"{m} source"] = fig.table if fig else None
         rows.append(row)
@@ -191,7 +185,7 @@ def display_rows(lb: Leaderboard) -> tuple[list[str], list[list[str]]]:
     return header, out
 
 
-def render_markdown(lb: Leaderboard) -> str:
+def render_leaderboard_markdown(lb: Leaderboard) -> str:
     """The leaderboard as Markdown: one table per (dataset, protocol), test-selected rows apart."""
     from tabulate import tabulate
 
@@ -200,7 +194,7 @@ def render_markdown(lb: Leaderboard) -> str:
         "# sbrbench leaderboard", "",
         f"Split: {lb.split}. Values in percent, mean ± sample std over seeds (n = runs). "
         "P@K is the hit rate (the SR-GNN papers' \"precision\"). Published figures in brackets name "
-        "their table (see `sbrbench.published`).", "",
+        "their table (see `sbrbench.paper_figures`).", "",
     ]
     sections: dict[tuple[str, str], list[tuple[dict[str, Any], list[str]]]] = {}
     for r, c in zip(lb.rows, cells):
@@ -239,10 +233,8 @@ def render_csv(lb: Leaderboard) -> str:
 
 def write_leaderboard(lb: Leaderboard, results_root: str | Path | None = None) -> tuple[Path, Path]:
     """Write `leaderboard.md` and `leaderboard.csv` atomically into the results root."""
-    from sbrbench.paths import results_dir
-
     root = results_dir(results_root)
     md, cs = root / "leaderboard.md", root / "leaderboard.csv"
-    atomic_write_text(md, render_markdown(lb))
+    atomic_write_text(md, render_leaderboard_markdown(lb))
     atomic_write_text(cs, render_csv(lb))
     return md, cs

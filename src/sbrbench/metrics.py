@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20)
+# What leaderboards, ablations and reproduced tables report when no metric is asked for.
+DEFAULT_METRICS: tuple[str, ...] = ("P@20", "MRR@20")
 
 # Multi-target rows with more targets than this are ranked with one sort of the row + searchsorted
 # instead of one comparison pass per target.
@@ -461,3 +464,97 @@ def evaluate_scores(
         `{"HR@5": ..., "P@20": ..., "MRR@20": ..., "NDCG@20": ..., "Recall@20": ...}`, fractions.
     """
     return metrics_from_ranks(target_ranks(scores, targets, seen), ks)
+
+
+_NAN_MESSAGE = "the scores contain NaN: the model is broken (check the loss and learning rate)"
+
+
+class RankCollector:
+    """Accumulates target ranks on a device; one host synchronisation per evaluation.
+
+    Example::
+
+        col = RankCollector(device)
+        for batch in batches:
+            col.update(model(batch), batch.targets)      # no host sync here
+        ranks = col.ranks()                               # one concatenation + NaN check
+        metrics = col.metrics((5, 10, 20))
+    """
+
+    def __init__(self, device: str | torch.device = "cpu", *, check_nan: bool = True) -> None:
+        import torch
+
+        self.device = torch.device(device)
+        self.check_nan = check_nan
+        self._parts: list[Tensor] = []
+        self._nan: Tensor | None = None
+        self._single: bool | None = None
+        self._cache: Tensor | None = None
+
+    def __len__(self) -> int:
+        return sum(int(p.shape[0]) for p in self._parts)
+
+    def reset(self) -> None:
+        """Forget every collected rank."""
+        self._parts.clear()
+        self._nan = None
+        self._single = None
+        self._cache = None
+
+    def _add(self, ranks: Tensor, nan: Tensor | None, single: bool) -> None:
+        if self._single is not None and single != self._single:
+            raise SbrError("cannot mix one-target (B,) and several-target (B, T) batches in one evaluation")
+        self._single = single
+        self._parts.append(ranks.to(self.device, non_blocking=True))
+        if nan is not None and self.check_nan:
+            nan = nan.to(self.device)
+            self._nan = nan if self._nan is None else (self._nan | nan)
+        self._cache = None
+
+    def update(self, scores: Tensor, targets: Tensor, seen: Tensor | None = None) -> None:
+        """Rank `targets` (B,) or (B, T) against `scores` (B, n_items) and keep the ranks."""
+        ranks, nan, single = rank_block(scores, targets, seen, check_nan=self.check_nan)
+        self._add(ranks, nan, single)
+
+    def update_chunked(
+        self,
+        score_chunk: Callable[[int, int], Tensor],
+        target_scores: Tensor,
+        targets: Tensor,
+        n_items: int,
+        *,
+        chunk_size: int = 65536,
+        seen: Tensor | None = None,
+    ) -> None:
+        """Like `update` for a catalogue scored chunk by chunk (`score_chunk(start, end)`)."""
+        ranks, nan = chunked_target_ranks(
+            score_chunk, target_scores, targets, n_items, chunk_size=chunk_size, seen=seen,
+            check_nan=self.check_nan,
+        )
+        self._add(ranks, nan, ranks.dim() == 1)
+
+    def ranks(self) -> Tensor:
+        """All ranks so far, (N,) or (N, T) int64 on the collector's device (raises on NaN scores)."""
+        import torch
+
+        if self._cache is not None:
+            return self._cache
+        if self._nan is not None and bool(self._nan):
+            raise SbrError(_NAN_MESSAGE)
+        if not self._parts:
+            return torch.zeros(0, dtype=torch.int64, device=self.device)
+        if self._single:
+            out = torch.cat(self._parts)
+        else:
+            width = max(int(p.shape[1]) for p in self._parts)
+            out = torch.cat([torch.nn.functional.pad(p, (0, width - int(p.shape[1]))) for p in self._parts])
+        self._cache = out
+        return out
+
+    def numpy(self) -> np.ndarray:
+        """The ranks as an int64 numpy array."""
+        return self.ranks().cpu().numpy()
+
+    def metrics(self, ks: tuple[int, ...] | list[int] = DEFAULT_KS) -> dict[str, float]:
+        """Every metric at every K over all collected examples (fractions)."""
+        return metrics_from_ranks(self.ranks(), ks)

@@ -1,4 +1,6 @@
-r"""Gradient transformations used by models' `clip_gradients()` hooks.
+r"""The optimiser of every neural run, and gradient transformations for models' `clip_gradients()`.
+
+`make_optimizer` is Adam with L2 as weight decay (the SR-GNN family's choice).
 
 `adaptive_grad_clip_` is Adaptive Gradient Clipping (AGC, Brock et al. 2021, "High-Performance
 Large-Scale Image Recognition Without Normalization", the NFNets paper): every *unit* of a
@@ -23,7 +25,7 @@ from collections.abc import Iterable
 
 import torch
 
-__all__ = ["adaptive_grad_clip_", "unitwise_norm"]
+__all__ = ["adaptive_grad_clip_", "make_optimizer", "unitwise_norm"]
 
 
 def unitwise_norm(x: torch.Tensor) -> torch.Tensor:
@@ -59,3 +61,12 @@ def adaptive_grad_clip_(
         g_norm = unitwise_norm(g)
         scale = max_norm / g_norm.clamp(min=1e-6)
         g.mul_(torch.where(g_norm > max_norm, scale, torch.ones_like(scale)))
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, l2: float) -> torch.optim.Optimizer:
+    """Adam with L2 as weight decay; the fused kernel when torch has one for the device (same maths)."""
+    params = list(model.parameters())
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=l2, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, weight_decay=l2)

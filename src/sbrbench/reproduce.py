@@ -17,8 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tabulate import tabulate
+
+from sbrbench import paths
+from sbrbench.data.store import load_processed
+from sbrbench.data.subset import top_items_subset
 from sbrbench.errors import DataError, SbrError
+from sbrbench.io import atomic_write_json, atomic_write_text
+from sbrbench.metrics import DEFAULT_METRICS
+from sbrbench.models import MODELS
+from sbrbench.paper_figures import lookup
 from sbrbench.registry import Registry
+from sbrbench.train import TrainingCallback, train
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,8 @@ class Entry:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A reproducible table: published key, models (sbrbench names) or variants, datasets, metrics.
+    """A reproducible table: its paper table (a key of `paper_figures.PAPER_TABLES`), models
+    (sbrbench names) or variants, datasets, metrics.
 
     `models` are plain rows; `variants` are extra rows of a model with overrides (an ablation's
     `drop=agc` row, labelled as the published row is named). `claims` are a paper's relative gains
@@ -51,10 +62,10 @@ class TableSpec:
     """
 
     key: str
-    published_key: str
+    paper_table: str
     models: tuple[str, ...]
     datasets: tuple[str, ...]
-    metrics: tuple[str, ...] = ("P@20", "MRR@20")
+    metrics: tuple[str, ...] = DEFAULT_METRICS
     protocol: str | None = "srgnn"
     budgets: dict[str, Budget] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)  # dataset -> reason when not processed
@@ -83,7 +94,7 @@ TABLES: Registry[TableSpec] = Registry("table")
 TABLES.register("srgnn-table2")(
     TableSpec(
         key="srgnn-table2",
-        published_key="srgnn_table2",
+        paper_table="srgnn-table2",
         models=("pop", "spop", "itemknn", "srgnn"),
         datasets=("diginetica", "yoochoose1_64", "yoochoose1_4"),
         budgets=NEURAL_BUDGETS,
@@ -97,7 +108,7 @@ TABLES.register("srgnn-table2")(
 TABLES.register("baselines")(
     TableSpec(
         key="baselines",
-        published_key="sessionrec_single",
+        paper_table="sessionrec-single",
         models=("sknn", "vsknn", "stan", "vstan", "sr", "ar"),
         datasets=("diginetica", "yoochoose1_64", "tmall", "nowplaying"),
         protocol=None,  # each dataset's default protocol (srgnn / gcegnn)
@@ -113,19 +124,19 @@ _TAGNNPP_NOTE = (
 TABLES.register("tagnnpp-table2")(
     TableSpec(
         key="tagnnpp-table2",
-        published_key="tagnnpp_table2",
-        models=("srgnn", "tagnn", "tagnnpp", "tagnnpp-released"),
+        paper_table="tagnnpp-table2",
+        models=("srgnn", "tagnn", "tagnnpp", "tagnnpp-code"),
         datasets=("yoochoose1_64", "diginetica"),
         metrics=("HR@20", "MRR@20"),
         budgets=SMALL_CI_BUDGETS,
-        notes=(_TAGNNPP_NOTE, "tagnnpp-released is the released code's behaviour; the paper has no such row."),
+        notes=(_TAGNNPP_NOTE, "tagnnpp-code is the released code's behaviour; the paper has no such row."),
     )
 )
 
 TABLES.register("tagnnpp-table3")(
     TableSpec(
         key="tagnnpp-table3",
-        published_key="tagnnpp_table3_ablation",
+        paper_table="tagnnpp-table3",
         models=("tagnnpp",),
         datasets=("yoochoose1_64", "diginetica"),
         metrics=("HR@20", "MRR@20"),
@@ -140,7 +151,7 @@ TABLES.register("tagnnpp-table3")(
 TABLES.register("cmgnn")(
     TableSpec(
         key="cmgnn",
-        published_key="gcegnn",
+        paper_table="gcegnn",
         models=("srgnn", "gcegnn", "cmgnn"),
         datasets=("tmall", "diginetica", "nowplaying"),
         metrics=("P@10", "P@20", "MRR@10", "MRR@20"),
@@ -166,12 +177,10 @@ def reproduce(
     results_dir: str | Path | None = None,
     select_on: str = "valid",
     seed: int = 42,
-    progress: bool = False,
+    threads: int | None = None,
+    callback: TrainingCallback | None = None,
 ) -> dict[str, Any]:
     """Run the table and write `results/reproduce/<table>.{md,json}`; returns the JSON object."""
-    from sbrbench import paths
-    from sbrbench.io import atomic_write_json, atomic_write_text
-    from sbrbench.train import load_processed, train
 
     spec = TABLES.get(table)
     if budget not in spec.budgets:
@@ -190,8 +199,6 @@ def reproduce(
             unavailable[dname] = spec.unavailable.get(dname, str(exc))
             continue
         for entry in spec.entries():
-            from sbrbench.models import MODELS
-
             model = entry.model
             neural = MODELS.get(model).neural
             overrides: dict[str, Any] = dict(entry.overrides)
@@ -199,14 +206,13 @@ def reproduce(
                 overrides["epochs"] = bud.epochs
             data: Any = ds_dir if ds_dir is not None else ds
             if neural and bud.top_items:
-                from sbrbench.data.subset import top_items_subset
-
                 data = top_items_subset(ds, bud.top_items)
             # Non-neural baselines select nothing: they are fitted on the protocol's whole
             # training set, as the papers fit them (recorded as select_on=test in their runs).
             rec = train(
                 model, data, results_dir=results_dir, overrides=overrides,
-                seed=seed, select_on=select_on if neural else "test", device=device, progress=progress,
+                seed=seed, select_on=select_on if neural else "test", device=device, threads=threads,
+                callback=callback,
                 max_train_examples=bud.max_train_examples if neural else None,
             )
             rows.append(_row(spec, dname, entry.label, rec, data if neural and bud.top_items else ds,
@@ -220,7 +226,7 @@ def reproduce(
         "unavailable": unavailable,
         "claims": _claims(spec, rows),
     }
-    out["markdown"] = to_markdown(out, spec)
+    out["markdown"] = render_reproduction_markdown(out, spec)
     root = paths.results_dir(results_dir) / "reproduce"
     atomic_write_text(root / f"{spec.key}.md", out["markdown"])
     atomic_write_json(root / f"{spec.key}.json", {k: v for k, v in out.items() if k != "markdown"})
@@ -229,12 +235,10 @@ def reproduce(
 
 def _row(spec: TableSpec, dataset: str, model: str, rec: dict[str, Any], ds: Any,
          bud: Any, device: str) -> dict[str, Any]:
-    from sbrbench.published import lookup
-
     test = rec.get("test") or {}
     ours = {m: test.get(m) for m in spec.metrics}
     subset = bool(bud and bud.top_items)  # published figures are for the full data: no comparison
-    paper = {m: None if subset else lookup(spec.published_key, dataset, model, m) for m in spec.metrics}
+    paper = {m: None if subset else lookup(spec.paper_table, dataset, model, m) for m in spec.metrics}
     n_fit = len(ds.splits["train"]) + (len(ds.splits["valid"]) if rec["select_on"] == "test" and "valid" in ds.splits else 0)
     examples = min(n_fit, bud.max_train_examples) if bud and bud.max_train_examples else n_fit
     return {
@@ -279,18 +283,13 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.2f}"
 
 
-def to_markdown(out: dict[str, Any], spec: TableSpec) -> str:
-    """The reproduction as a Markdown table (percentages, ours vs paper)."""
+def render_reproduction_markdown(out: dict[str, Any], spec: TableSpec) -> str:
+    """The reproduction as a Markdown document: ours vs the paper's figures in percent, claims, notes."""
     head = ["dataset", "model"]
     for m in spec.metrics:
         head += [f"{m} ours", f"{m} paper", f"Δ {m}"]
     head += ["data", "epochs", "train examples", "device"]
-    lines = [
-        f"# {spec.key} (budget {out['budget']}, selected on {out['select_on']}, device {out['device']})",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
+    rows = []
     for r in out["rows"]:
         cells = [r["dataset"], r["model"]]
         for m in spec.metrics:
@@ -298,18 +297,25 @@ def to_markdown(out: dict[str, Any], spec: TableSpec) -> str:
             cells += [_pct(r["ours"][m]), _pct(r["paper"][m]), "—" if d is None else f"{100 * d:+.2f}"]
         cells += [r["data"], str(r["epochs"]) if r["epochs"] is not None else "fit",
                   str(r["train_examples"]), r["device"]]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    lines = [
+        f"# {spec.key} (budget {out['budget']}, selected on {out['select_on']}, device {out['device']})",
+        "",
+        tabulate(rows, headers=head, tablefmt="github", disable_numparse=True),
+    ]
     for d, why in out["unavailable"].items():
         lines.append(f"\n{d}: unavailable — {why}")
     if out.get("claims"):
         lines += ["", f"Relative gain of {spec.claims_model} over the best other row (ours) vs the paper's claim:", ""]
-        lines += ["| dataset | claimed | " + " | ".join(spec.metrics) + " |", "|" + "---|" * (len(spec.metrics) + 2)]
+        claims = []
         for c in out["claims"]:
             cells = [c["dataset"], "—" if c["claimed_gain"] is None else f"+{100 * c['claimed_gain']:.1f}%"]
             for m in spec.metrics:
                 g = c["ours"].get(m)
                 cells.append("—" if not g or g["gain"] is None else f"{100 * g['gain']:+.1f}% vs {g['best_baseline']}")
-            lines.append("| " + " | ".join(cells) + " |")
+            claims.append(cells)
+        lines.append(tabulate(claims, headers=["dataset", "claimed", *spec.metrics], tablefmt="github",
+                              disable_numparse=True))
     for note in spec.notes:
         lines += ["", f"Note: {note}"]
     return "\n".join(lines) + "\n"

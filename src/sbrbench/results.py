@@ -1,9 +1,20 @@
-"""Run records: `results/runs/<dataset>/<model>/<run_id>/` and its provenance.
+"""Run records: `results/runs/<dataset>/<model>/<run_id>/`, its one owner `RunDir`, and provenance.
 
-A run directory holds `config.json` (what was asked), `metrics.json` (what came out, with a
-`status`), `history.csv` (one row per epoch), `env.json` (git hash, package versions, device,
-seed, determinism flags, command line, dataset checksum, host, times), `ranks/{valid,test}.npy`
-and `checkpoint/` (neural models). Every file is written atomically.
+A run directory holds
+
+* `config.json`: what was asked, a `RunConfig` (model, dataset, seed, selection, hyper-parameters,
+  training options, device, threads, ...);
+* `metrics.json`: what came out, with a `status` (complete / interrupted / failed);
+* `history.csv`: one row per epoch;
+* `env.json`: git hash, package versions, device, seed, determinism flags, command line, dataset
+  checksum, host, times;
+* `ranks/{valid,test}.npy`: the pessimistic rank of every target (int32, (N,) or (N, T)), from
+  which any metric at any K is recomputed without the model;
+* `checkpoint/{model,best}.safetensors` and `checkpoint/state.pt` (neural models; the state is
+  tensors and plain values only, so it loads with `torch.load(weights_only=True)`).
+
+`RunDir` is the only code that knows this layout: everything else asks it. Every file is
+written atomically.
 """
 
 from __future__ import annotations
@@ -18,65 +29,319 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sbrbench.errors import SbrError
-from sbrbench.io import atomic_write_json, atomic_write_text
+import numpy as np
 
+from sbrbench.config import RunConfig
+from sbrbench.data.store import dataset_checksum, load_processed
+from sbrbench.errors import DataError, SbrError
+from sbrbench.io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
+from sbrbench.metrics import DEFAULT_KS, metrics_from_ranks, parse_ks
+from sbrbench.registry import unknown_name_message
 
-def new_run_dir(results_root: Path, dataset: str, model: str, seed: int) -> Path:
-    """Create a fresh, unique run directory `runs/<dataset>/<model>/<UTC time>-s<seed>[-n]`."""
-    base = Path(results_root) / "runs" / dataset / model
-    base.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    for n in range(1000):
-        name = f"{stamp}-s{seed}" + (f"-{n}" if n else "")
-        try:
-            (base / name).mkdir()
-            return base / name
-        except FileExistsError:
-            continue
-    raise SbrError(f"could not create a new run directory under {base}")
+if TYPE_CHECKING:
+    import torch
 
+    from sbrbench.data.dataset import ProcessedDataset
+    from sbrbench.models import Model
 
-def write_config(run_dir: Path, config: dict[str, Any]) -> None:
-    """Write `config.json`."""
-    atomic_write_json(run_dir / "config.json", config)
+RANK_SPLITS = ("valid", "test")
 
 
-def read_config(run_dir: Path) -> dict[str, Any]:
-    """Read a run's `config.json`; a one-line error if it is not a run directory."""
-    path = Path(run_dir) / "config.json"
+def build_model(cfg: RunConfig, ds: ProcessedDataset, ds_dir: Path | None, device: str) -> Model:
+    """The run's model: constructed from its hyper-parameters, prepared on its fit splits (never
+    the test split), moved to `device`."""
+    from sbrbench.models import MODELS  # lazy: reading records (leaderboard) needs no model code
+
+    cls = MODELS.get(cfg.model)
+    model = cls(ds.n_items, cls.Params(**cfg.hparams))
+    if model.neural:
+        model.prepare(ds, tuple(cfg.fit_splits), ds_dir / "graphs" if ds_dir is not None else None)
+    return model.to(device)
+
+
+def _to_int32(a: np.ndarray) -> np.ndarray:
+    if a.size and (int(a.max()) > np.iinfo(np.int32).max or int(a.min()) < 0):
+        raise ValueError("ranks out of the int32 range")
+    return a.astype(np.int32, copy=False)
+
+
+def save_ranks(path: str | Path, ranks: torch.Tensor | np.ndarray) -> Path:
+    """Write ranks ((N,) or (N, T)) as an int32 `.npy` file, atomically. Returns the path."""
+    path = Path(path)
+    arr = ranks if isinstance(ranks, np.ndarray) else ranks.detach().cpu().numpy()
+    arr = _to_int32(np.ascontiguousarray(arr))
+    with atomic_open(path, "wb") as fh:
+        np.save(fh, arr, allow_pickle=False)
+    return path
+
+
+def load_ranks(path: str | Path) -> np.ndarray:
+    """Read ranks written by `save_ranks`; a one-line `DataError` if missing or damaged."""
+    path = Path(path)
     if not path.is_file():
-        raise SbrError(f"{run_dir} is not a run directory (config.json missing)")
+        raise DataError(f"no stored ranks at {path}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise SbrError(f"malformed {path}: {exc}") from None
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"damaged ranks file {path}: {exc}") from None
+    if arr.dtype.kind not in "iu" or arr.ndim not in (1, 2):
+        raise DataError(f"damaged ranks file {path}: expected int (N,) or (N, T), got {arr.dtype} {arr.shape}")
+    return arr
 
 
-def write_metrics(run_dir: Path, record: dict[str, Any]) -> None:
-    """Write `metrics.json`."""
-    atomic_write_json(run_dir / "metrics.json", record)
+def _read_json_object(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise DataError(f"{path.parent} is not a run directory ({what} missing)")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"malformed {path}: {msg}") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"malformed {path}: expected a JSON object")
+    return obj
 
 
-def write_history(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    """Write `history.csv` (columns: the union of the rows' keys, first-seen order)."""
-    cols: list[str] = []
-    for row in rows:
-        for k in row:
-            if k not in cols:
-                cols.append(k)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    w.writeheader()
-    for row in rows:
-        w.writerow({k: _fmt(v) for k, v in row.items()})
-    atomic_write_text(run_dir / "history.csv", buf.getvalue())
+class RunDir:
+    """One run directory: its paths, its files, its ranks, its checkpoint and its model.
 
+    Example::
 
-def _fmt(v: Any) -> Any:
-    return f"{v:.6g}" if isinstance(v, float) else v
+        run = RunDir.create(results_root, "diginetica", "srgnn", seed=42)
+        run.write_config(cfg)
+        ...
+        run = RunDir.open(path)
+        run.metrics_from_ranks("test", (10, 20))
+        model, ds = run.load_model("cpu")
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @classmethod
+    def create(cls, results_root: str | Path, dataset: str, model: str, seed: int) -> RunDir:
+        """A fresh, unique run directory `runs/<dataset>/<model>/<UTC time>-s<seed>[-n]`."""
+        base = Path(results_root) / "runs" / dataset / model
+        base.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        for n in range(1000):
+            name = f"{stamp}-s{seed}" + (f"-{n}" if n else "")
+            try:
+                (base / name).mkdir()
+                return cls(base / name)
+            except FileExistsError:
+                continue
+        raise SbrError(f"could not create a new run directory under {base}")
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """An existing run directory; a one-line error if there is none."""
+        p = Path(path)
+        if not p.is_dir():
+            raise SbrError(f"no run directory at {p}")
+        return cls(p)
+
+    # ---- paths ---------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def history_path(self) -> Path:
+        return self.path / "history.csv"
+
+    @property
+    def env_path(self) -> Path:
+        return self.path / "env.json"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoint"
+
+    def ranks_path(self, split: str) -> Path:
+        """`ranks/<split>.npy` (split: valid or test)."""
+        if split not in RANK_SPLITS:
+            raise SbrError(unknown_name_message("split", split, list(RANK_SPLITS)))
+        return self.path / "ranks" / f"{split}.npy"
+
+    def weights_path(self, which: str = "model") -> Path:
+        """`checkpoint/model.safetensors` (last epoch) or `checkpoint/best.safetensors`."""
+        if which not in ("model", "best"):
+            raise ValueError(f"which must be 'model' or 'best', got {which!r}")
+        return self.checkpoint_dir / f"{which}.safetensors"
+
+    @property
+    def state_path(self) -> Path:
+        return self.checkpoint_dir / "state.pt"
+
+    # ---- records -------------------------------------------------------------------------------
+    def write_config(self, cfg: RunConfig) -> None:
+        atomic_write_json(self.config_path, cfg.to_dict())
+
+    def read_config(self) -> RunConfig:
+        return RunConfig.from_dict(_read_json_object(self.config_path, "config.json"), str(self.config_path))
+
+    def write_metrics(self, record: dict[str, Any]) -> None:
+        atomic_write_json(self.metrics_path, record)
+
+    def read_metrics(self) -> dict[str, Any]:
+        """`metrics.json`, checked; one-line errors for a missing or malformed file."""
+        return _read_json_object(self.metrics_path, "metrics.json")
+
+    def write_history(self, rows: list[dict[str, Any]]) -> None:
+        """`history.csv` (columns: the union of the rows' keys, first-seen order)."""
+        cols: list[str] = []
+        for row in rows:
+            cols += [k for k in row if k not in cols]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+        atomic_write_text(self.history_path, buf.getvalue())
+
+    def write_env(self, env: dict[str, Any]) -> None:
+        atomic_write_json(self.env_path, env)
+
+    def finish_env(self) -> None:
+        """Stamp the end time into `env.json`."""
+        if self.env_path.is_file():
+            env = json.loads(self.env_path.read_text(encoding="utf-8"))
+            env["end_time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            atomic_write_json(self.env_path, env)
+
+    def write_sidecar(self, name: str, obj: dict[str, Any]) -> Path:
+        """A study's note about this run (e.g. `ablation.json`)."""
+        path = self.path / name
+        atomic_write_json(path, obj)
+        return path
+
+    def identity(self, rec: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Who the run is: run_dir, model, dataset, protocol, seed, select_on."""
+        rec = self.read_metrics() if rec is None else rec
+        return {"run_dir": str(self.path), **{k: rec.get(k) for k in
+                                               ("model", "dataset", "protocol", "seed", "select_on")}}
+
+    # ---- ranks ---------------------------------------------------------------------------------
+    def save_ranks(self, split: str, ranks: torch.Tensor | np.ndarray) -> Path:
+        return save_ranks(self.ranks_path(split), ranks)
+
+    def load_ranks(self, split: str) -> np.ndarray:
+        return load_ranks(self.ranks_path(split))
+
+    def has_ranks(self, split: str) -> bool:
+        return self.ranks_path(split).is_file()
+
+    def metrics_from_ranks(self, split: str = "test", ks: tuple[int, ...] | list[int] | str = DEFAULT_KS
+                           ) -> dict[str, Any]:
+        """Every metric at any K from the stored ranks, without the model.
+
+        Returns {"run_dir", "model", "dataset", "protocol", "seed", "select_on", "split",
+        "n_examples", "ks", "source": "stored ranks", "metrics": {name: fraction}}.
+        """
+        rec = self.read_metrics()
+        kk = parse_ks(ks)
+        ranks = self.load_ranks(split)
+        return {**self.identity(rec), "split": split, "n_examples": int(ranks.shape[0]), "ks": list(kk),
+                "source": "stored ranks", "metrics": metrics_from_ranks(ranks, kk)}
+
+    # ---- checkpoint and model ------------------------------------------------------------------
+    def save_weights(self, model: Model, which: str = "model") -> None:
+        from safetensors.torch import save
+
+        tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        atomic_write_bytes(self.weights_path(which), save(tensors))
+
+    def load_weights(self, model: Model, which: str = "best", device: str = "cpu") -> None:
+        from safetensors.torch import load_file
+
+        path = self.weights_path(which)
+        if not path.is_file():
+            raise DataError(f"missing checkpoint weights {path}")
+        try:
+            model.load_state_dict(load_file(str(path), device=device))
+        except (OSError, RuntimeError) as exc:
+            raise DataError(f"damaged checkpoint weights {path}: {str(exc).splitlines()[0]}") from None
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        """The training state (tensors and plain values only) as `checkpoint/state.pt`."""
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.state_path, buf.getvalue())
+
+    def load_state(self) -> dict[str, Any] | None:
+        """The training state, loaded with `weights_only=True` (no pickled code runs); None if absent."""
+        import pickle
+
+        import torch
+
+        if not self.state_path.is_file():
+            return None
+        try:
+            return torch.load(self.state_path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            raise DataError(f"damaged or untrusted checkpoint state {self.state_path}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+    def load_dataset(self, cfg: RunConfig | None = None) -> tuple[ProcessedDataset, Path]:
+        """The processed dataset the run was trained on.
+
+        Its recorded directory when that exists on this machine, else the dataset of that name and
+        protocol in the local data directory; either way its checksum must equal the one the run
+        recorded (a one-line error otherwise), so a committed run record reloads on any machine.
+        """
+        cfg = cfg or self.read_config()
+        recorded = cfg.data.path
+        if recorded and (Path(recorded) / "manifest.json").is_file():
+            ds, ds_dir = load_processed(recorded)
+        else:
+            ds, ds_dir = load_processed(cfg.dataset, cfg.protocol, data_dir=cfg.data.data_dir)
+        want = self._recorded_checksum()
+        if want and not want.startswith("arrays:"):
+            have = dataset_checksum(ds, ds_dir)
+            if have != want:
+                raise DataError(
+                    f"the local {cfg.dataset} ({cfg.protocol}) at {ds_dir} differs from the data this run used "
+                    f"(checksum {have[:12]} vs {want[:12]}): preprocess it again with the same sbrbench and sources"
+                )
+        return ds, ds_dir
+
+    def _recorded_checksum(self) -> str | None:
+        for path in (self.metrics_path, self.env_path):
+            if path.is_file():
+                try:
+                    value = json.loads(path.read_text(encoding="utf-8")).get("dataset_checksum")
+                except (OSError, ValueError, AttributeError):
+                    continue
+                if value:
+                    return str(value)
+        return None
+
+    def load_model(self, device: str = "cpu") -> tuple[Model, ProcessedDataset]:
+        """The run's model as selected (best checkpoint; non-neural: a deterministic re-fit) and its
+        dataset."""
+        cfg = self.read_config()
+        ds, ds_dir = self.load_dataset(cfg)
+        model = build_model(cfg, ds, ds_dir, device)
+        if model.neural:
+            self.load_weights(model, "best", device)
+        else:
+            model.fit(ds, tuple(cfg.fit_splits))
+        return model, ds
 
 
 def git_info() -> dict[str, Any]:
@@ -135,17 +400,3 @@ def environment(device: str, seed: int, determinism: dict[str, Any], dataset_che
         "start_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "end_time": None,
     }
-
-
-def write_env(run_dir: Path, env: dict[str, Any]) -> None:
-    """Write `env.json`."""
-    atomic_write_json(run_dir / "env.json", env)
-
-
-def finish_env(run_dir: Path) -> None:
-    """Stamp the end time into `env.json`."""
-    path = run_dir / "env.json"
-    if path.is_file():
-        env = json.loads(path.read_text(encoding="utf-8"))
-        env["end_time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        atomic_write_json(path, env)

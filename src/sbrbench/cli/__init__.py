@@ -10,18 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
-import typer
-
+from sbrbench.cli.app import app
 from sbrbench.errors import SbrError
-
-app = typer.Typer(
-    name="sbrbench",
-    help="Honest, comparable, fast benchmarks for session-based recommendation.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
 
 # Importing the command modules registers their commands on `app` (order = help order).
 from sbrbench.cli import download_cmds, data_cmds, train_cmds, eval_cmds  # noqa: E402,F401,I001

@@ -9,8 +9,6 @@ from typing import Annotated, Any
 
 import typer
 
-from sbrbench.errors import NotAvailableError
-
 DataDirOpt = Annotated[
     Path | None,
     typer.Option(
@@ -41,8 +39,3 @@ def stdout_console(json_mode: bool = False) -> Any:
     from rich.console import Console
 
     return Console(stderr=json_mode, highlight=False)
-
-
-def not_available(what: str, issue: str) -> None:
-    """Fail clearly for a feature that is planned but not built yet."""
-    raise NotAvailableError(f"{what} is not available yet in this version of sbrbench ({issue})")

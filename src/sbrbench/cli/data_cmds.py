@@ -8,9 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
-from sbrbench.cli import app
+from sbrbench.cli.app import app
 from sbrbench.cli.common import DataDirOpt, JsonOpt, emit_json, stdout_console
 from sbrbench.errors import SbrError
+from sbrbench.options import parse_key_values
 
 
 def _parse_value(text: str) -> Any:
@@ -20,18 +21,6 @@ def _parse_value(text: str) -> Any:
         except ValueError:
             pass
     return text
-
-
-def _parse_pairs(text: str | None, what: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for part in (text or "").split(","):
-        if not part.strip():
-            continue
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
-            raise SbrError(f"{what} expects KEY=VALUE[,KEY=VALUE...], got {part!r}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def _print_report(summary: dict[str, Any], json_mode: bool) -> None:
@@ -80,10 +69,9 @@ def preprocess(
 
     logging.getLogger("sbrbench.data").addHandler(logging.NullHandler())  # warnings printed below
     opts: dict[str, Any] = {}
-    for item in option or []:
-        opts.update({k: _parse_value(v) for k, v in _parse_pairs(item, "--option").items()})
+    opts.update({k: _parse_value(v) for k, v in parse_key_values(option, "--option", "pairs").items()})
     if columns:
-        opts["columns"] = _parse_pairs(columns, "--columns")
+        opts["columns"] = parse_key_values(columns, "--columns", "pairs")
     if sep is not None:
         opts["sep"] = "\t" if sep in ("\\t", "tab") else sep
     if time_format:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sbrbench.cli import app
+from sbrbench.cli.app import app
 from sbrbench.cli.common import DataDirOpt, JsonOpt, emit_json, stdout_console
 
 

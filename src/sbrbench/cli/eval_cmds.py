@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sbrbench.cli import app
+from sbrbench.cli.app import app
 from sbrbench.cli.common import JsonOpt, ResultsDirOpt, emit_json, stdout_console
 from sbrbench.errors import SbrError
 
@@ -31,10 +31,13 @@ def evaluate(
     gpu: Annotated[int | None, typer.Option("--gpu", help="Evaluate on CUDA device N.", show_default=False)] = None,
     device: Annotated[str | None, typer.Option("--device", help="Torch device, e.g. cpu or cuda:1.",
                                                show_default=False)] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for --recompute.",
+                                                show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Re-evaluate a run on a split at any Ks; compare two runs with paired tests."""
     from sbrbench import evaluate as ev
+    from sbrbench.device import resolve_device
 
     paths = run_dirs or []
     if compare:
@@ -45,7 +48,11 @@ def evaluate(
         return
     if len(paths) != 1:
         raise SbrError(f"give one run directory to evaluate (or two with --compare), got {len(paths)}")
-    dev = ev.resolve_device(gpu, device) if (recompute or gpu is not None or device) else "cpu"
+    dev = resolve_device(gpu, device) if (recompute or gpu is not None or device) else "cpu"
+    if recompute:
+        from sbrbench.device import resolve_threads
+
+        resolve_threads(threads)
     res = ev.evaluate_run_dir(paths[0], split=split, ks=ks, recompute=recompute, device=dev)
     _print_metrics(res, json_out)
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sbrbench.cli import app
+from sbrbench.cli.app import app
 from sbrbench.cli.common import DataDirOpt, JsonOpt, ResultsDirOpt, emit_json, stdout_console
+
+if TYPE_CHECKING:
+    from sbrbench.train.callbacks import TrainingCallback
 
 DEFAULT_DATASET = "diginetica"
 GpuOpt = Annotated[int | None, typer.Option("--gpu", help="Use GPU N (cuda:N).", show_default=False)]
@@ -18,6 +21,11 @@ SelectOnOpt = Annotated[str, typer.Option("--select-on", help="valid (honest) or
 DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset name or processed directory.")]
 ProtocolOpt = Annotated[str | None, typer.Option("--protocol", help="Preprocessing protocol.")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Number of epochs.")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option("--threads", help="CPU threads (default: $OMP_NUM_THREADS, else the cores available).",
+                 show_default=False),
+]
 DatasetArg = Annotated[
     str | None,
     typer.Argument(help=f"Dataset name or processed directory (same as --dataset; default {DEFAULT_DATASET}).",
@@ -39,9 +47,15 @@ def _dataset(positional: str | None, option: str | None) -> str:
 
 
 def _device(gpu: int | None, device: str | None) -> str:
-    from sbrbench.evaluate import resolve_device
+    from sbrbench.device import resolve_device
 
     return resolve_device(gpu, device)
+
+
+def _progress() -> TrainingCallback:
+    from sbrbench.cli.progress import ConsoleProgress
+
+    return ConsoleProgress()
 
 
 @app.command()
@@ -82,13 +96,18 @@ def train(
     device: DeviceOpt = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted run directory.")] = None,
     max_train_examples: MaxTrainOpt = None,
+    threads: ThreadsOpt = None,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, tf32 or bf16 (the last two on CUDA).")] = "fp32",
+    deterministic: Annotated[
+        bool, typer.Option("--deterministic", help="Repeatable CUDA runs (deterministic kernels; slower).")
+    ] = False,
     data_dir: DataDirOpt = None,
     results_dir: ResultsDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Train (or fit) a model on a processed dataset and write a run record."""
     from sbrbench.errors import SbrError
-    from sbrbench.models import parse_set_options
+    from sbrbench.options import parse_key_values
     from sbrbench.train import train as run_train
 
     if resume is None:
@@ -96,13 +115,13 @@ def train(
             raise SbrError("give a MODEL (and a dataset), or --resume RUN_DIR")
         dataset = _dataset(dataset_arg, dataset)
     dev = _device(gpu, device)
-    overrides: dict[str, object] = dict(parse_set_options(set_))
+    overrides: dict[str, object] = parse_key_values(set_, "--set")
     typed = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "l2": l2, "patience": patience}
     overrides.update({k: v for k, v in typed.items() if v is not None})
     rec = run_train(
         model, dataset, protocol=protocol, data_dir=data_dir, results_dir=results_dir, overrides=overrides,
-        seed=seed, select_on=select_on, metric=metric, device=dev, max_train_examples=max_train_examples,
-        resume=resume, progress=True,
+        seed=seed, select_on=select_on, metric=metric, device=dev, threads=threads, precision=precision,
+        deterministic=deterministic, max_train_examples=max_train_examples, resume=resume, callback=_progress(),
     )
     if json_out:
         emit_json(rec)
@@ -141,27 +160,29 @@ def ablate(
     max_train_examples: MaxTrainOpt = None,
     gpu: GpuOpt = None,
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
     data_dir: DataDirOpt = None,
     results_dir: ResultsDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Train a model and its variants (--drop components, --vary settings) with the same seeds; report the deltas."""
-    from sbrbench.ablate import DEFAULT_METRICS, parse_vary
     from sbrbench.ablate import ablate as run_ablate
     from sbrbench.errors import SbrError
-    from sbrbench.models import parse_set_options
+    from sbrbench.metrics import DEFAULT_METRICS
+    from sbrbench.options import parse_key_values
 
-    varies = parse_vary(vary)
+    varies = parse_key_values(vary, "--vary", "values")
     if not drop and not varies:
         raise SbrError("ablate needs at least one --drop COMPONENT or --vary PARAM=v1,v2,...")
-    overrides: dict[str, object] = dict(parse_set_options(set_))
+    overrides: dict[str, object] = parse_key_values(set_, "--set")
     if epochs is not None:
         overrides["epochs"] = epochs
     dataset = _dataset(dataset_arg, dataset)
     out = run_ablate(
         model, dataset, drops=drop or [], varies=varies, seeds=seeds, first_seed=seed, overrides=overrides,
         metrics=metric or DEFAULT_METRICS, select_on=select_on, protocol=protocol, data_dir=data_dir,
-        results_dir=results_dir, device=_device(gpu, device), max_train_examples=max_train_examples, progress=True,
+        results_dir=results_dir, device=_device(gpu, device), threads=threads, max_train_examples=max_train_examples,
+        callback=_progress(),
     )
     from sbrbench.ablate import rich_table
 
@@ -180,6 +201,7 @@ def reproduce(
     select_on: SelectOnOpt = "valid",
     gpu: GpuOpt = None,
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
     data_dir: DataDirOpt = None,
     results_dir: ResultsDirOpt = None,
     json_out: JsonOpt = False,
@@ -189,7 +211,7 @@ def reproduce(
 
     out = run_reproduce(
         table, budget=budget, datasets=datasets, device=_device(gpu, device), data_dir=data_dir,
-        results_dir=results_dir, select_on=select_on, progress=True,
+        results_dir=results_dir, select_on=select_on, threads=threads, callback=_progress(),
     )
     if json_out:
         emit_json(out)

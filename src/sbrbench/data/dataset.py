@@ -7,6 +7,9 @@ from `position` on). This one representation expresses the SR-GNN prefix augment
 e.g. longest prefix first), fractions of augmented examples (Yoochoose 1/64), leave-one-out on
 user sequences and published (prefix, target) files, without materialising lists of lists.
 
+What a model or a dataset-level graph may learn from is `fit_sessions(splits)` and nothing else:
+each session read by the fit splits, cut after the last target they read; never the test split.
+
 Item ids are 1..n_items-1; id 0 is padding and never a candidate.
 """
 
@@ -16,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ from sbrbench.io import atomic_write_json, sha256_file
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
+FIT_SPLITS = ("train", "valid")  # the splits a model may ever be fitted on; never "test"
 
 
 @dataclass
@@ -52,6 +57,29 @@ class Examples:
     length: np.ndarray  # int64 (N,)
     target: np.ndarray  # int64 (N,)
     session_end: np.ndarray  # int64 (N,), end offset of the example's session (remaining items)
+
+
+@dataclass(frozen=True)
+class FitSessions:
+    """The fitted part of the sessions a model learns from (`ProcessedDataset.fit_sessions`).
+
+    CSR: fitted session j has items `items[offsets[j] : offsets[j + 1]]` and is session
+    `session[j]` of the dataset (ascending), so per-session data (e.g. `session_time`) aligns
+    with `session`.
+    """
+
+    items: np.ndarray  # int64 (n_clicks,) fitted clicks, session after session
+    offsets: np.ndarray  # int64 (n_sessions + 1,)
+    session: np.ndarray  # int64 (n_sessions,) dataset index of each fitted session, ascending
+    splits: tuple[str, ...]  # the fit splits they come from
+
+    def __len__(self) -> int:
+        return int(self.session.shape[0])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """int64 (n_sessions,) fitted length of each session."""
+        return np.diff(self.offsets)
 
 
 @dataclass
@@ -116,33 +144,39 @@ class ProcessedDataset:
         """Sorted unique indices of the sessions that the split's examples read."""
         return np.unique(self.split(name).session)
 
-    def train_sequences(self) -> tuple[np.ndarray, np.ndarray]:
-        """CSR (items, offsets) of the training part of each training session.
+    def fit_sessions(self, splits: Sequence[str]) -> FitSessions:
+        """The fitted sessions of `splits`: everything a model or a graph may learn from.
 
-        For each session read by a training example, the items up to and including the last
-        training target. Dataset-level graphs must be built from this only, so validation and
-        test transitions never leak into them.
+        For each session that an example of `splits` reads, its items up to and including the
+        last target those examples read (items after it, and sessions only other splits read,
+        stay out); sessions in dataset index order, each once. `splits` are fit splits only:
+        `("train",)` when selecting on validation, `("train", "valid")` when the validation
+        split is part of the fit (`--select-on test`, or the papers' full training set). The
+        test split is refused. A fit split the dataset lacks contributes nothing, as in the
+        trainer. This is the one definition of the line that keeps held-out targets out of
+        every model and dataset-level graph: take fitted data from here, never from `items`.
         """
-        return self.split_sequences(("train",))
-
-    def split_sequences(self, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """CSR (items, offsets) of each session read by the splits `names`, up to and including
-        the last target those splits read (sessions in index order)."""
-        parts = [self.splits[n] for n in names if n in self.splits and len(self.splits[n])]
-        if not parts:
-            return np.zeros(0, np.int32), np.zeros(1, np.int64)
-        session = np.concatenate([p.session for p in parts])
-        pos = np.concatenate([p.pos for p in parts])
-        order = np.argsort(session, kind="stable")
-        sess_sorted = session[order]
-        last = np.r_[sess_sorted[1:] != sess_sorted[:-1], True]
-        maxpos = np.maximum.reduceat(pos[order], np.r_[0, np.flatnonzero(last[:-1]) + 1])
-        sessions = sess_sorted[last].astype(np.int64)
-        starts = self.offsets[sessions]
-        lens = maxpos.astype(np.int64) + 1
-        out_off = np.r_[0, np.cumsum(lens)]
-        idx = np.repeat(starts - out_off[:-1], lens) + np.arange(out_off[-1])
-        return self.items[idx], out_off
+        names = (splits,) if isinstance(splits, str) else tuple(splits)
+        if "test" in names:
+            raise DataError(
+                f"models and graphs of {self.name!r} are fitted on {' and '.join(FIT_SPLITS)} only, "
+                f"never the test split (got splits: {', '.join(names)})"
+            )
+        bad = [n for n in names if n not in FIT_SPLITS]
+        if bad:
+            raise DataError(f"unknown fit split {bad[0]!r}; fit splits are {', '.join(FIT_SPLITS)}")
+        names = tuple(dict.fromkeys(names))
+        parts = [self.splits[n] for n in names if n in self.splits]
+        sess = np.concatenate([np.zeros(0, np.int64)] + [p.session.astype(np.int64) for p in parts])
+        pos = np.concatenate([np.zeros(0, np.int64)] + [p.pos.astype(np.int64) for p in parts])
+        maxpos = np.full(self.n_sessions, -1, dtype=np.int64)
+        np.maximum.at(maxpos, sess, pos)
+        session = np.flatnonzero(maxpos >= 0).astype(np.int64)
+        lens = maxpos[session] + 1
+        offsets = np.zeros(session.shape[0] + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        idx = np.repeat(self.offsets[session] - offsets[:-1], lens) + np.arange(offsets[-1], dtype=np.int64)
+        return FitSessions(items=self.items[idx].astype(np.int64), offsets=offsets, session=session, splits=names)
 
     # ---- statistics ----------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
@@ -169,7 +203,7 @@ class ProcessedDataset:
             "test_examples": n_ex("test"),
             "items": self.catalogue_size,
         }
-        tr_items, _ = self.split_sequences(("train", "valid"))
+        tr_items = self.fit_sessions(FIT_SPLITS).items
         out["items_seen_in_train"] = int(np.count_nonzero(np.bincount(tr_items, minlength=self.n_items)))
         out["clicks"] = int(self.items.shape[0])
         if self.session_user is not None:

@@ -134,8 +134,8 @@ def _check_existing(dest: Path, fspec: FileSpec) -> str | None:
 
 
 # ---- progress ----------------------------------------------------------------------------------
-class _Progress:
-    """A rich progress bar on stderr, or nothing (not a TTY, or not asked for)."""
+class _TransferProgress:
+    """A byte-count progress bar for file transfers on stderr, or nothing (not a TTY, or not asked for)."""
 
     def __init__(self, enabled: bool) -> None:
         self._bar: Any = None
@@ -178,7 +178,7 @@ def _finish(part: Path, dest: Path, fspec: FileSpec, sha: str, where: str) -> st
     return sha
 
 
-def _copy_file(src: Path, dest: Path, fspec: FileSpec, progress: _Progress) -> str:
+def _copy_file(src: Path, dest: Path, fspec: FileSpec, progress: _TransferProgress) -> str:
     """Copy a local file into place through a verified `.part`."""
     if not src.is_file():
         raise _Fatal(f"{src}: no such file")
@@ -270,7 +270,7 @@ def _http_attempt(url: str, part: Path, fspec: FileSpec, update: Callable[[int, 
     return h.hexdigest()
 
 
-def _http_download(url: str, dest: Path, fspec: FileSpec, progress: _Progress) -> str:
+def _http_download(url: str, dest: Path, fspec: FileSpec, progress: _TransferProgress) -> str:
     """Download `url` to `dest` with retries and resume; leaves no `.part` behind on failure."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = _part_path(dest)
@@ -298,7 +298,7 @@ def _http_download(url: str, dest: Path, fspec: FileSpec, progress: _Progress) -
         raise
 
 
-def _fetch(url: str, dest: Path, fspec: FileSpec, progress: _Progress) -> str:
+def _fetch(url: str, dest: Path, fspec: FileSpec, progress: _TransferProgress) -> str:
     if url.startswith("file://"):
         parsed = urllib.parse.urlparse(url)
         return _copy_file(Path(urllib.request.url2pathname(parsed.path)), dest, fspec, progress)
@@ -316,7 +316,7 @@ def _locations(fspec: FileSpec, mirror: str | None) -> list[str]:
     return locs + list(fspec.urls)
 
 
-def _obtain(fspec: FileSpec, dest: Path, mirror: str | None, progress: _Progress,
+def _obtain(fspec: FileSpec, dest: Path, mirror: str | None, progress: _TransferProgress,
             manual: str | None) -> tuple[str, str]:
     """Fetch `fspec` from the mirror, then each URL: (sha256, where from); a clear error if all fail.
 
@@ -362,7 +362,7 @@ def ensure_source(dataset: str, source: str | None, data_dir: Path, mirror: str 
     spec = get_dataset(dataset)
     src = spec.source(source)
     mirror = _mirror_from_env(mirror)
-    bar = _Progress(progress)
+    bar = _TransferProgress(progress)
     out: dict[str, Path] = {}
     for fspec in src.files:
         dest = local_path(Path(data_dir), fspec)
@@ -411,7 +411,7 @@ def download(dataset: str, *, source: str | None = None, data_dir: str | Path | 
     src = spec.source(source)
     root = resolve_data_dir(data_dir)
     mirror = _mirror_from_env(mirror)
-    bar = _Progress(progress)
+    bar = _TransferProgress(progress)
     given = _from_candidates(Path(from_path).expanduser(), src) if from_path is not None else {}
     records = []
     for fspec in src.files:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from sbrbench.data.srgnn_pickles import read_pairs, read_train_sessions
 from sbrbench.errors import DataError
 from sbrbench.registry import Registry
 
@@ -410,8 +411,6 @@ def days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
 @FORMATS.register("srgnn")
 def read_srgnn(files: dict[str, Path], options: dict[str, Any]) -> PublishedSplits:
     """SR-GNN/GCE-GNN pickles: `train_sessions` (all_train_seq.txt) or `train` (train.txt), and `test`."""
-    from sbrbench.data.published import read_pairs, read_train_sessions
-
     test = _role(files, "test", "srgnn")
     if "train_sessions" in files:
         sessions = read_train_sessions(files["train_sessions"])

@@ -3,8 +3,8 @@
 `preprocess(name)` obtains a registered dataset's files (downloading or copying what is missing),
 reads them in the source's format, runs the protocol and saves the processed dataset under
 `processed/<name>/<protocol>/` with a manifest (counts, statistics, warnings, source checksums).
-`preprocess_files(path, fmt, name)` does the same for a user's own files. `load_dataset` is what
-the trainer calls; `export_dataset` writes a processed dataset back in the SR-GNN pickle layout.
+`preprocess_files(path, fmt, name)` does the same for a user's own files. Loading lives in
+`sbrbench.data.store`; `export_dataset` writes a processed dataset back in the SR-GNN pickle layout.
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ import numpy as np
 
 from sbrbench import paths
 from sbrbench.data.dataset import ProcessedDataset
+from sbrbench.data.download import ensure_source, verified_sha256
 from sbrbench.data.formats import FORMATS, discover_files, read_format
 from sbrbench.data.protocols import PROTOCOLS, get_protocol
+from sbrbench.data.registry import get_dataset, load_registry
+from sbrbench.data.store import load_dataset
 from sbrbench.errors import DataError, SbrError
 from sbrbench.io import atomic_write_bytes, sha256_file
 from sbrbench.registry import unknown_name_message
@@ -59,12 +62,17 @@ def dataset_report(ds: ProcessedDataset, long_session: int = LONG_SESSION) -> tu
                     "max_length": int(lens.max()) if lens.size else 0}
     warnings: list[str] = []
     if "test" in ds.splits and len(ds.splits["test"]):
-        tr_items, _ = ds.split_sequences(("train", "valid"))
+        tr_items = ds.fit_sessions(("train", "valid")).items
         seen = np.zeros(ds.n_items, dtype=bool)
         seen[tr_items] = True
         tgt = ds.examples("test").target
         unseen_t = ~seen[tgt]
-        te_items, _ = ds.split_sequences(("test",))
+        # items the test examples read (prefixes and targets): statistics only, never fitted
+        te = ds.examples("test")
+        cover = np.zeros(ds.items.shape[0] + 1, dtype=np.int64)
+        np.add.at(cover, te.start, 1)
+        np.add.at(cover, te.start + te.length + 1, -1)
+        te_items = ds.items[np.cumsum(cover[:-1]) > 0]
         unseen_items = np.flatnonzero(np.bincount(te_items[~seen[te_items]], minlength=ds.n_items))
         stats["test_unseen"] = {"items": int(unseen_items.size), "target_examples": int(unseen_t.sum())}
         if unseen_items.size:
@@ -118,8 +126,6 @@ def _run(name: str, protocol: str, fmt: str, files: dict[str, Path], opts: dict[
 
 
 def _ensure_files(name: str, source: str | None, root: Path, mirror: str | None) -> dict[str, Path]:
-    from sbrbench.data.download import ensure_source
-
     return ensure_source(name, source, root, mirror)
 
 
@@ -131,9 +137,6 @@ def preprocess(name: str, protocol: str | None = None, *, data_dir: Path | None 
     Missing raw files are fetched (mirror, then URLs) and verified first. Returns the processed
     dataset and its manifest; the dataset is written to `processed/<name>/<protocol>/`.
     """
-    from sbrbench.data.download import verified_sha256
-    from sbrbench.data.registry import get_dataset
-
     spec = get_dataset(name)
     proto = protocol or spec.default_protocol
     if proto not in spec.protocols:
@@ -161,8 +164,6 @@ def preprocess_files(path: str | Path, fmt: str | None, name: str, protocol: str
     """
     if not _NAME_RE.match(name or ""):
         raise DataError(f"dataset name {name!r} must be letters, digits, '.', '_' or '-' (at most 100)")
-    from sbrbench.data.registry import load_registry
-
     base_opts: dict[str, Any] = {}
     spec = load_registry().get(name)
     if spec is not None:
@@ -205,39 +206,7 @@ def summary(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# loading and export
-
-
-def _resolve_protocol(name: str, protocol: str | None, root: Path) -> str:
-    if protocol:
-        return protocol
-    from sbrbench.data.registry import load_registry
-
-    reg = load_registry()
-    if name in reg:
-        return reg[name].default_protocol
-    done = sorted(p.name for p in (root / "processed" / name).glob("*") if (p / "manifest.json").is_file()) \
-        if (root / "processed" / name).is_dir() else []
-    if len(done) == 1:
-        return done[0]
-    if not done:
-        known = sorted(set(reg) | {p.name for p in (root / "processed").glob("*")} if (root / "processed").is_dir() else set(reg))
-        raise SbrError(unknown_name_message("dataset", name, known))
-    raise DataError(f"dataset {name!r} is processed with several protocols ({', '.join(done)}): pass --protocol")
-
-
-def load_dataset(name: str, protocol: str | None = None, *, data_dir: Path | None = None) -> ProcessedDataset:
-    """Load a processed dataset by name (and protocol), or from a processed directory path."""
-    as_path = Path(name).expanduser()
-    if (as_path / "manifest.json").is_file():
-        return ProcessedDataset.load(as_path)
-    root = paths.data_dir(data_dir)
-    proto = _resolve_protocol(name, protocol, root)
-    d = paths.processed_dir(root, name, proto)
-    if not (d / "manifest.json").is_file():
-        raise DataError(f"dataset {name} (protocol {proto}) is not processed yet: run `sbrbench preprocess {name}"
-                        + (f" --protocol {proto}" if protocol else "") + "`")
-    return ProcessedDataset.load(d)
+# export
 
 
 def export_dataset(name: str, fmt: str, out: str | Path, protocol: str | None = None, *,
@@ -259,7 +228,8 @@ def export_dataset(name: str, fmt: str, out: str | Path, protocol: str | None = 
         va_p, va_t = ds.prefixes("valid")
         tr_p, tr_t = tr_p + va_p, tr_t + va_t
     te_p, te_t = ds.prefixes("test")
-    items, offs = ds.split_sequences(("train", "valid"))
+    fitted = ds.fit_sessions(("train", "valid"))
+    items, offs = fitted.items, fitted.offsets
     flat = items.tolist()
     seqs = [flat[a:b] for a, b in zip(offs[:-1].tolist(), offs[1:].tolist())]
     written = {}

@@ -35,13 +35,13 @@ import numpy as np
 
 from sbrbench.data.dataset import ProcessedDataset, Split, augment_all_prefixes
 from sbrbench.data.formats import ClickLog, PublishedSplits, UserSequences
+from sbrbench.data.srgnn_pickles import build_from_pairs, build_from_srgnn_pickles
 from sbrbench.errors import DataError
 from sbrbench.registry import Registry
 
 log = logging.getLogger(__name__)
 
 DAY = 86400.0
-SESSION_OPTIONS = {"test_days", "fraction", "min_item_support", "min_session_length", "n_items"}
 
 
 @dataclass(frozen=True)
@@ -308,8 +308,6 @@ def split_valid(train_all: Split, n_train_sessions: int, valid_fraction: float) 
 def build_published(data: PublishedSplits, name: str, protocol: str, *, valid_fraction: float = 0.1,
                     n_items: int | None = None, longest_first: bool = True) -> ProcessedDataset:
     """Published SR-GNN-layout splits, kept exactly (examples and their order)."""
-    from sbrbench.data.published import build_from_pairs, build_from_srgnn_pickles
-
     if data.train_sessions is not None:
         ds = build_from_srgnn_pickles(name, protocol, data.train_sessions, data.test_prefixes, data.test_targets,
                                       n_items=n_items, valid_fraction=valid_fraction, longest_first=longest_first)

@@ -12,7 +12,7 @@ Schema (one table per dataset under `[datasets.<name>]`)::
     default_source = "published"   # required: key of `sources`
 
     [datasets.diginetica.sources.published]
-    format = "srgnn"               # srgnn | diginetica | yoochoose | csv | sequences | recbole
+    format = "srgnn"               # a reader registered in `sbrbench.data.formats.FORMATS`
     manual = "..."                 # optional: how to obtain login-walled files (enables --from)
     options = { ... }              # optional: reader options (column mapping, item space, ...)
     [[datasets.diginetica.sources.published.files]]
@@ -42,10 +42,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from sbrbench.data.formats import FORMATS
 from sbrbench.errors import DataError, SbrError
 from sbrbench.registry import unknown_name_message
-
-FORMATS = ("srgnn", "diginetica", "yoochoose", "csv", "sequences", "recbole")
 
 _DATASET_KEYS = {
     "description": str, "citation": str, "licence": str, "homepage": str,
@@ -181,8 +180,8 @@ def parse_registry(doc: dict[str, Any]) -> dict[str, DatasetSpec]:
             if not isinstance(stable, dict):
                 raise DataError(f"datasets.toml: {swhere} must be a table")
             _check_keys(stable, _SOURCE_KEYS, swhere, {"format", "files"})
-            if stable["format"] not in FORMATS:
-                raise DataError(f"datasets.toml: {swhere}.format must be one of {', '.join(FORMATS)}")
+            if stable["format"] not in FORMATS.names():
+                raise DataError(f"datasets.toml: {swhere}.format must be one of {', '.join(FORMATS.names())}")
             files = []
             for i, f in enumerate(stable["files"]):
                 fwhere = f"{swhere}.files[{i}]"

@@ -21,7 +21,7 @@ def top_items_subset(ds: ProcessedDataset, n_items: int) -> ProcessedDataset:
     """The dataset restricted to its `n_items` most frequent training items (see module doc)."""
     if n_items < 2:
         raise DataError(f"a subset needs at least 2 items, got {n_items}")
-    train_items, _ = ds.split_sequences(tuple(s for s in ("train", "valid") if s in ds.splits))
+    train_items = ds.fit_sessions(("train", "valid")).items
     freq = np.bincount(train_items, minlength=ds.n_items)
     freq[0] = 0
     order = np.argsort(-freq, kind="stable")[:n_items]

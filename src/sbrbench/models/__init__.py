@@ -7,8 +7,8 @@ from sbrbench.models.base import (
     TrainOptions,
     create_model,
     model_info,
-    parse_set_options,
     register_model,
+    register_variant,
     resolve_config,
 )
 from sbrbench.models import itemknn, pop, rules, sknn, srgnn, stan  # noqa: F401,E402  (registration)
@@ -20,8 +20,8 @@ __all__ = [
     "TrainOptions",
     "create_model",
     "model_info",
-    "parse_set_options",
     "register_model",
+    "register_variant",
     "resolve_config",
 ]
 from sbrbench.models import cmgnn  # noqa: F401,E402

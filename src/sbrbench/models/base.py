@@ -1,4 +1,4 @@
-"""The model interface, typed hyper-parameters and training options, and the model registry.
+"""The model interface, typed hyper-parameters, the resolution of defaults, and the model registry.
 
 Every model is an `nn.Module` subclass of `Model`, registered by name with `@register_model`:
 
@@ -7,7 +7,10 @@ Every model is an `nn.Module` subclass of `Model`, registered by name with `@reg
 * `dataset_defaults`: per-dataset overrides of either, merged before the user's overrides;
 * `components`: named switchable parts (hyper-parameter `drop`) so ablations need no model code;
 * `forward(batch) -> scores (B, n_items)`, column 0 (padding) is `-inf`;
-* neural models: the Trainer computes cross-entropy; `extra_loss(batch, scores)` adds terms;
+* neural models: the Trainer minimises `training_loss(batch)` — by default full-catalogue
+  cross-entropy on `forward`'s scores plus `extra_loss(batch, scores)`; a model with another
+  objective (sampled softmax, BPR-max, contrastive terms) overrides it. `example_source(...)` may
+  supply the model's own training examples (default: the protocol's, `batching.training_source`).
   `prepare(dataset, splits, cache_dir)` builds dataset-level structures (global graphs) from the
   fitted sessions before training and evaluation; `clip_gradients()` runs between backward and
   the optimizer step;
@@ -17,6 +20,7 @@ Every model is an `nn.Module` subclass of `Model`, registered by name with `@reg
 from __future__ import annotations
 
 import dataclasses
+import logging
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,28 +29,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
+from sbrbench.config import LR_SCHEDULES, TrainOptions
 from sbrbench.errors import SbrError
-from sbrbench.registry import Registry
+from sbrbench.models.layers import reset_children_
+from sbrbench.registry import Registry, unknown_name_message
 
 if TYPE_CHECKING:
-    from sbrbench.batching import Batch
+    from sbrbench.batching import Batch, BatchSource
     from sbrbench.data.dataset import ProcessedDataset
 
 MODELS: Registry[type[Model]] = Registry("model")
-
-
-@dataclass
-class TrainOptions:
-    """Optimisation options of a run (Adam with L2, step decay, early stopping)."""
-
-    epochs: int = 30
-    batch_size: int = 100
-    lr: float = 1e-3
-    lr_dc: float = 0.1
-    lr_dc_step: int = 3
-    l2: float = 1e-5
-    patience: int = 10
-    eval_batch_size: int = 500
 
 
 @dataclass
@@ -62,8 +54,10 @@ class Model(nn.Module):
     train_defaults: ClassVar[dict[str, Any]] = {}
     dataset_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     components: ClassVar[frozenset[str]] = frozenset()
+    component_aliases: ClassVar[dict[str, str]] = {}  # renamed components: old name → new name
     neural: ClassVar[bool] = True
     needs_graph: ClassVar[bool] = False
+    variant_of: ClassVar[str | None] = None  # `register_variant`: the model this one presets
 
     def __init__(self, n_items: int, params: Any = None) -> None:
         super().__init__()
@@ -73,6 +67,28 @@ class Model(nn.Module):
     def forward(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
         """Scores (B, n_items) over the whole catalogue; column 0 is padding (-inf)."""
         raise NotImplementedError
+
+    def training_loss(self, batch: Batch) -> torch.Tensor:
+        """The scalar the Trainer minimises on a training batch.
+
+        Default: full-catalogue cross-entropy of `forward`'s scores against `batch.targets`, plus
+        `extra_loss`. A model with another objective (sampled softmax, BPR-max with negatives,
+        auxiliary contrastive terms) overrides this; the Trainer does not know which.
+        """
+        import torch.nn.functional as F
+
+        scores = self(batch)
+        loss = F.cross_entropy(scores, batch.targets)
+        extra = self.extra_loss(batch, scores)
+        return loss if extra is None else loss + extra
+
+    def example_source(
+        self, dataset: ProcessedDataset, splits: tuple[str, ...], items: torch.Tensor, limit: int | None
+    ) -> BatchSource | None:
+        """This model's own training examples over the fit `splits` (None: the protocol's kind,
+        see `sbrbench.batching.training_source`). `items` is the dataset's item tensor on the
+        model's device; `limit` the run's `max_train_examples`."""
+        return None
 
     def extra_loss(self, batch: Batch, scores: torch.Tensor) -> torch.Tensor | None:
         """Auxiliary loss added to the Trainer's cross-entropy (None: nothing to add)."""
@@ -98,28 +114,78 @@ class Model(nn.Module):
         """Called after `backward()` and before the optimizer step (default: nothing)."""
 
     def reset_parameters(self) -> None:
-        """Initialise the parameters (called by the constructor of neural models).
+        """Re-initialise the parameters.
 
-        Default: every parameter ~ U(-1/sqrt(dim), 1/sqrt(dim)), the initialisation of the
-        official SR-GNN, TAGNN, TAGNN++, GCE-GNN and DHCN code; models without a `dim`
-        hyper-parameter keep PyTorch's defaults. Override for another scheme.
+        Default: every sub-module with its own scheme (`sbrbench.models.layers.reset_children_`):
+        the layers of `layers.py` and PyTorch modules initialise themselves when built, so a model
+        made of them needs no initialisation code. A model with parameters of its own
+        (`nn.Parameter` attributes) or another scheme overrides this and calls it from its
+        constructor; the SR-GNN family declares U(-1/sqrt(dim), 1/sqrt(dim)) on every parameter
+        that way (`layers.uniform_init_`, with the layers built inside `layers.overwritten_init()`).
         """
-        dim = getattr(self.params, "dim", None)
-        if isinstance(dim, int) and dim > 0:
-            from sbrbench.models.layers import uniform_init_
-
-            uniform_init_(self, dim)
+        reset_children_(self)
 
 
-def register_model(name: str):  # type: ignore[no-untyped-def]
-    """Class decorator registering a `Model` subclass under `name`."""
+def register_model(name: str, *, aliases: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    """Class decorator registering a `Model` subclass under `name`.
+
+    `aliases`: former names that keep working, with a one-line deprecation warning (see
+    `Registry.alias`). Naming convention: the bare name is the paper's model; `<name>-code` is the
+    released code's behaviour where it differs (see docs/adding-a-model.md).
+    """
 
     def deco(cls: type[Model]) -> type[Model]:
         cls.name = name
         MODELS.register(name)(cls)
+        for old in aliases:
+            MODELS.alias(old, name)
         return cls
 
     return deco
+
+
+def register_variant(
+    name: str, base: str, *, doc: str | None = None, aliases: tuple[str, ...] = (), **defaults: Any
+) -> type[Model]:
+    """Register `name` as the registered model `base` with other defaults: same class, same code.
+
+    `defaults` are hyper-parameters (they become the defaults of the variant's `Params`) or
+    training options (merged over `base`'s `train_defaults`); `base`'s per-dataset defaults still
+    apply, except for the keys fixed here. E.g. `register_variant("tagnn-code", "tagnn",
+    padding="official")`. The variant is a subclass of `base`'s class, so it is listed, trained,
+    ablated and tested like any model; the user can still override its defaults (`--set`).
+    Returns the new class, named after `name` (`tagnn-code` -> `TagnnCode`): assign it to that
+    module-level name in `base`'s module so that it can be found by name.
+    """
+    parent = MODELS.get(base)
+    ptypes = _field_types(parent.Params)
+    ttypes = _field_types(TrainOptions)
+    unknown = [k for k in defaults if k not in ptypes and k not in ttypes]
+    if unknown:
+        raise ValueError(f"variant {name!r} of {base!r}: {unknown[0]!r} is neither a hyper-parameter nor a training option")
+    fixed = {k: v for k, v in defaults.items() if k in ptypes}
+    cls_name = "".join(part.capitalize() for part in name.replace("_", "-").split("-"))
+    params = dataclasses.make_dataclass(
+        parent.Params.__name__ + "Variant",
+        [(k, ptypes[k], field(default=v)) for k, v in fixed.items()],
+        bases=(parent.Params,),
+    )
+    params.__module__ = parent.__module__
+    params.__qualname__ = f"{cls_name}.Params"
+    params.__doc__ = f"{parent.Params.__doc__ or ''} Variant {name!r}: defaults {fixed}.".strip()
+    attrs: dict[str, Any] = {
+        "__module__": parent.__module__,
+        "__qualname__": cls_name,
+        "__doc__": doc or f"{base} with defaults {defaults}.",
+        "Params": params,
+        "variant_of": parent.name,
+        "train_defaults": {**parent.train_defaults, **{k: v for k, v in defaults.items() if k not in ptypes}},
+        "dataset_defaults": {
+            ds: {k: v for k, v in over.items() if k not in defaults} for ds, over in parent.dataset_defaults.items()
+        },
+    }
+    cls = type(cls_name, (parent,), attrs)
+    return register_model(name, aliases=aliases)(cls)
 
 
 def _field_types(dc: type) -> dict[str, Any]:
@@ -196,6 +262,8 @@ def resolve_config(
         else:
             valid = sorted(ptypes) + sorted(ttypes)
             raise SbrError(f"{name} has no setting {key!r}; valid keys: {', '.join(valid)}")
+    if pvals.get("drop"):
+        pvals["drop"] = _renamed_components(cls, pvals["drop"])
     params = cls.Params(**pvals)
     _check_params(cls, params)
     train = TrainOptions(**tvals)
@@ -204,6 +272,8 @@ def resolve_config(
             raise SbrError(f"training option {key!r} must be >= 1, got {getattr(train, key)}")
     if train.patience < 0 or train.lr <= 0 or train.l2 < 0:
         raise SbrError("training options need patience >= 0, lr > 0 and l2 >= 0")
+    if train.lr_schedule not in LR_SCHEDULES:
+        raise SbrError(unknown_name_message("lr_schedule", train.lr_schedule, list(LR_SCHEDULES)))
     return ModelConfig(model=cls.name, params=params, train=train)
 
 
@@ -222,6 +292,19 @@ def dataset_overrides(cls: type[Model], dataset_name: str | None) -> dict[str, A
     return dict(cls.dataset_defaults[max(keys, key=len)]) if keys else {}
 
 
+def _renamed_components(cls: type[Model], drop: str) -> str:
+    """`drop` with renamed components under their new names (one deprecation line each)."""
+    out = []
+    for c in (c.strip() for c in drop.split(",") if c.strip()):
+        new = cls.component_aliases.get(c)
+        if new is not None:
+            logging.getLogger(__name__).warning(
+                "warning: component %r of %s is now called %r", c, cls.name, new)
+            c = new
+        out.append(c)
+    return ",".join(dict.fromkeys(out))
+
+
 def _check_params(cls: type[Model], params: Any) -> None:
     drop = getattr(params, "drop", "")
     if drop:
@@ -234,17 +317,6 @@ def _check_params(cls: type[Model], params: Any) -> None:
         v = getattr(params, f.name)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and f.name in ("dim", "step", "heads") and v < 1:
             raise SbrError(f"{cls.name} hyper-parameter {f.name!r} must be >= 1, got {v}")
-
-
-def parse_set_options(items: list[str] | None) -> dict[str, str]:
-    """Parse `--set key=value` strings into a dict (values stay strings; typed later)."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SbrError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def create_model(

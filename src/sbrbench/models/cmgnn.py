@@ -58,9 +58,13 @@ from sbrbench.models.layers import (
     RelationalGraphAttention,
     ReversedPositionReadout,
     SessionAwareNeighbourAggregator,
+    overwritten_init,
+    reset_children_,
     reverse_prefixes,
     sample_neighbours,
+    self_init,
     session_relations,
+    uniform_init_,
 )
 
 if TYPE_CHECKING:
@@ -101,6 +105,11 @@ class ViewFusion(nn.Module):
         super().__init__()
         self.proj = nn.Linear(dim, dim)
         self.q = nn.Linear(dim, 1, bias=False)
+        self_init(self)
+
+    def reset_parameters(self) -> None:
+        """Both linear layers with `nn.Linear`'s default."""
+        reset_children_(self)
 
     def forward(self, views: list[torch.Tensor]) -> torch.Tensor:
         """The attention-weighted sum of the views."""
@@ -214,21 +223,25 @@ class CMGNN(Model):
         self.use_ggcn = "ggcn" not in off
         self.use_hgcn = "hgcn" not in off
         self.use_cl = self.use_hgcn and "cl" not in off and p.beta > 0
-        self.embedding = nn.Embedding(n_items, p.dim)
-        self.lgcn = (
-            nn.ModuleList(RelationalGraphAttention(p.dim, 4, p.alpha) for _ in range(p.lgcn_layers))
-            if self.use_lgcn else None
-        )
-        self.ggcn = (
-            nn.ModuleList(SessionAwareNeighbourAggregator(p.dim, p.dropout_gcn) for _ in range(p.ggcn_layers))
-            if self.use_ggcn else None
-        )
-        self.fusion = ViewFusion(p.dim) if self.use_lgcn and self.use_ggcn and "fusion" not in off else None
-        self.readout = ReversedPositionReadout(p.dim, p.max_position)
+        with overwritten_init():  # every parameter is re-initialised below
+            self.embedding = nn.Embedding(n_items, p.dim)
+            self.lgcn = (
+                nn.ModuleList(RelationalGraphAttention(p.dim, 4, p.alpha) for _ in range(p.lgcn_layers))
+                if self.use_lgcn else None
+            )
+            self.ggcn = (
+                nn.ModuleList(SessionAwareNeighbourAggregator(p.dim, p.dropout_gcn) for _ in range(p.ggcn_layers))
+                if self.use_ggcn else None
+            )
+            self.fusion = ViewFusion(p.dim) if self.use_lgcn and self.use_ggcn and "fusion" not in off else None
+            self.readout = ReversedPositionReadout(p.dim, p.max_position)
         self.hyper: HypergraphRows | None = None
         self._views: tuple[torch.Tensor, torch.Tensor] | None = None
         self.reset_parameters()
 
+    def reset_parameters(self) -> None:
+        """Every parameter ~ U(-1/sqrt(dim), 1/sqrt(dim)), as GCE-GNN's and DHCN's code (`uniform_init_`)."""
+        uniform_init_(self, self.params.dim)
 
     # ---- dataset-level graphs ----------------------------------------------------------------------
     def prepare(

@@ -50,15 +50,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sbrbench.batching import session_graphs
 from sbrbench.errors import SbrError
+from sbrbench.graphs import dataset_graph
 from sbrbench.models.base import Model, dropped, register_model
 from sbrbench.models.layers import (
     RelationalGraphAttention,
     ReversedPositionReadout,
     SessionAwareNeighbourAggregator,
+    overwritten_init,
     reverse_prefixes,
     sample_neighbours,
     session_relations,
+    uniform_init_,
 )
 
 if TYPE_CHECKING:
@@ -111,22 +115,27 @@ class GCEGNN(Model):
         _check(p)
         off = dropped(p)
         self.use_global = "global" not in off
-        self.embedding = nn.Embedding(n_items, p.dim)
-        self.local_agg = None if "local" in off else RelationalGraphAttention(p.dim, 4, p.alpha)
-        self.global_agg = (
-            nn.ModuleList(
-                SessionAwareNeighbourAggregator(p.dim, p.dropout_gcn, p.activate, "gattn" not in off)
-                for _ in range(p.hop)
+        with overwritten_init():  # every parameter is re-initialised below
+            self.embedding = nn.Embedding(n_items, p.dim)
+            self.local_agg = None if "local" in off else RelationalGraphAttention(p.dim, 4, p.alpha)
+            self.global_agg = (
+                nn.ModuleList(
+                    SessionAwareNeighbourAggregator(p.dim, p.dropout_gcn, p.activate, "gattn" not in off)
+                    for _ in range(p.hop)
+                )
+                if self.use_global
+                else None
             )
-            if self.use_global
-            else None
-        )
-        self.readout = ReversedPositionReadout(p.dim, p.max_position, "posemb" not in off)
+            self.readout = ReversedPositionReadout(p.dim, p.max_position, "posemb" not in off)
         if self.use_global:
             self.register_buffer("neighbour_items", torch.zeros(n_items, p.sample_num, dtype=torch.long), persistent=False)
             self.register_buffer("neighbour_weights", torch.zeros(n_items, p.sample_num), persistent=False)
         self.prepared = not self.use_global
         self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Every parameter ~ U(-1/sqrt(dim), 1/sqrt(dim)), as the official code (`uniform_init_`)."""
+        uniform_init_(self, self.params.dim)
 
     def prepare(
         self, dataset: ProcessedDataset, splits: tuple[str, ...], cache_dir: Path | None = None
@@ -134,8 +143,6 @@ class GCEGNN(Model):
         """Build the global item graph of the fitted sessions and sample each item's neighbours."""
         if not self.use_global:
             return
-        from sbrbench.graphs import dataset_graph
-
         p: GCEGNNParams = self.params
         if dataset.n_items != self.n_items:
             raise SbrError(f"gcegnn was built for {self.n_items} item ids, the dataset has {dataset.n_items}")
@@ -204,8 +211,6 @@ class GCEGNN(Model):
 
     def session_embedding(self, batch: Batch) -> torch.Tensor:
         """The session representation S (B, d)."""
-        from sbrbench.batching import session_graphs
-
         seq, mask, lengths, nodes, alias = batch.seq, batch.mask, batch.lengths, batch.nodes, batch.alias
         limit = self.params.max_position
         if nodes is None or alias is None or seq.shape[1] > limit:

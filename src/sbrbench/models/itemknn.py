@@ -38,9 +38,8 @@ class ItemKNN(Model):
         """Build the sparse item-item cosine matrix from the fit sessions."""
         import scipy.sparse as sp
 
-        from sbrbench.batching import fit_sequences
-
-        items, offsets = fit_sequences(dataset, splits)
+        fitted = dataset.fit_sessions(splits)
+        items, offsets = fitted.items, fitted.offsets
         n_sess = offsets.shape[0] - 1
         rows = np.repeat(np.arange(n_sess), np.diff(offsets))
         x = sp.csr_matrix(

@@ -33,7 +33,7 @@ from sbrbench.errors import SbrError
 
 if TYPE_CHECKING:
     from sbrbench.batching import Batch
-    from sbrbench.data.dataset import ProcessedDataset
+    from sbrbench.data.dataset import FitSessions, ProcessedDataset
 
 SAMPLINGS = ("recent", "random", "all")
 DAY = 86400.0
@@ -57,22 +57,10 @@ def check_common(model: str, k: int, sample_size: int, sampling: str) -> None:
 
 
 # ---- training sessions ----------------------------------------------------------------------------
-def fit_sessions(dataset: ProcessedDataset, splits: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(session indices, items, offsets) of the sessions that `splits` read, each up to its last
-    target (as `batching.fit_sequences`, plus the dataset index of every session)."""
-    parts = [dataset.split(s) for s in splits]
-    sess = np.concatenate([p.session for p in parts]).astype(np.int64)
-    pos = np.concatenate([p.pos for p in parts]).astype(np.int64)
-    if sess.size == 0:
-        raise SbrError(f"dataset {dataset.name!r} has no training examples in {', '.join(splits)}")
-    maxpos = np.full(dataset.n_sessions, -1, dtype=np.int64)
-    np.maximum.at(maxpos, sess, pos)
-    sessions = np.flatnonzero(maxpos >= 0)
-    lens = maxpos[sessions] + 1
-    offsets = np.zeros(sessions.shape[0] + 1, dtype=np.int64)
-    np.cumsum(lens, out=offsets[1:])
-    idx = np.repeat(dataset.offsets[sessions] - offsets[:-1], lens) + np.arange(offsets[-1])
-    return sessions, dataset.items[idx].astype(np.int64), offsets
+def require_fit(fitted: FitSessions, dataset: ProcessedDataset) -> None:
+    """Raise a one-line `SbrError` when `dataset.fit_sessions(...)` found no session to fit."""
+    if len(fitted) == 0:
+        raise SbrError(f"dataset {dataset.name!r} has no training examples in {', '.join(fitted.splits)}")
 
 
 def last_occurrence(rows: np.ndarray, items: np.ndarray, pos: np.ndarray, n_items: int) -> tuple[np.ndarray, ...]:
@@ -116,7 +104,9 @@ def build_index(
     use_time: bool = True,
 ) -> SessionIndex:
     """Index the training sessions of `splits` (see `SessionIndex`)."""
-    sessions, items, offsets = fit_sessions(dataset, splits)
+    fitted = dataset.fit_sessions(splits)
+    require_fit(fitted, dataset)
+    sessions, items, offsets = fitted.session, fitted.items, fitted.offsets
     n_s, n_items = sessions.shape[0], dataset.n_items
     times = None
     if use_time and dataset.session_time is not None:

@@ -1,10 +1,20 @@
 """Shared neural building blocks: SR-GNN's gated graph cell and soft-attention readout; GCE-GNN's
 four-relation session graph, relational graph attention, session-aware neighbour aggregator,
-reversed-position readout and neighbour sampling (also used by CM-GNN)."""
+reversed-position readout and neighbour sampling (also used by CM-GNN).
+
+Initialisation: every layer initialises itself. Its `reset_parameters()` (re-)initialises all of
+its parameters: PyTorch sub-modules with PyTorch's defaults, its own `nn.Parameter`s as the
+official code of the model it comes from (U(-1/sqrt(d), 1/sqrt(d)) with the layer's own width d),
+and the constructor ends with `self_init(self)`. A model that re-initialises every parameter
+itself (the SR-GNN family: `uniform_init_`) builds its layers inside `overwritten_init()`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -12,6 +22,72 @@ import torch.nn.functional as F
 from torch import nn
 
 
+# ---- initialisation ---------------------------------------------------------------------------------
+_OVERWRITTEN: contextvars.ContextVar[bool] = contextvars.ContextVar("sbrbench_init_overwritten", default=False)
+
+
+@contextlib.contextmanager
+def overwritten_init() -> Iterator[None]:
+    """Build layers whose parameters the caller re-initialises right after (e.g. `uniform_init_`).
+
+    Layers built inside still initialise themselves, but on a fork of the global RNG, so building
+    them draws nothing from it; PyTorch modules built inside (`nn.Linear`, `nn.Embedding`, ...)
+    draw as usual. The caller's re-initialisation then draws the same numbers as when these layers
+    left their parameters uninitialised, which keeps the seeded initial values of the SR-GNN
+    family exactly as they were. Everything built inside must be re-initialised by the caller:
+    layers built here draw their values from the same stream position as what follows them.
+    """
+    token = _OVERWRITTEN.set(True)
+    try:
+        yield
+    finally:
+        _OVERWRITTEN.reset(token)
+
+
+def self_init(layer: nn.Module) -> None:
+    """`layer.reset_parameters()`, the last call of every layer's constructor (see `overwritten_init`)."""
+    if not _OVERWRITTEN.get():
+        layer.reset_parameters()
+        return
+    devices = sorted({torch.cuda.current_device() if p.device.index is None else p.device.index
+                      for p in layer.parameters() if p.is_cuda})
+    with torch.random.fork_rng(devices=devices):
+        layer.reset_parameters()
+
+
+def uniform_(dim: int, *params: torch.Tensor | None) -> None:
+    """Fill each of `params` (None skipped) with U(-1/sqrt(dim), 1/sqrt(dim)), in order."""
+    stdv = 1.0 / math.sqrt(dim)
+    with torch.no_grad():
+        for p in params:
+            if p is not None:
+                p.uniform_(-stdv, stdv)
+
+
+def uniform_init_(module: nn.Module, dim: int) -> None:
+    """SR-GNN initialisation: every parameter of `module` ~ U(-1/sqrt(d), 1/sqrt(d)), in `parameters()` order."""
+    uniform_(dim, *module.parameters())
+
+
+def reset_children_(module: nn.Module) -> None:
+    """Re-initialise every sub-module of `module` with its own scheme.
+
+    A child with `reset_parameters()` (every layer here, `nn.Linear`, `nn.Embedding`, `nn.LayerNorm`,
+    ...) or `_reset_parameters()` (`nn.MultiheadAttention`) runs it; other children (containers,
+    `nn.TransformerEncoderLayer`) are walked recursively. `module`'s own direct `nn.Parameter`s are
+    not touched.
+    """
+    for child in module.children():
+        fn = getattr(child, "reset_parameters", None)
+        if not callable(fn):
+            fn = getattr(child, "_reset_parameters", None)
+        if callable(fn):
+            fn()
+        else:
+            reset_children_(child)
+
+
+# ---- SR-GNN ---------------------------------------------------------------------------------------
 class GatedGraphCell(nn.Module):
     r"""The SR-GNN gated graph cell (GGNN with separate incoming and outgoing adjacency).
 
@@ -40,6 +116,13 @@ class GatedGraphCell(nn.Module):
         self.w_hh = nn.Parameter(torch.empty(3 * dim, dim))
         self.b_ih = nn.Parameter(torch.empty(3 * dim))
         self.b_hh = nn.Parameter(torch.empty(3 * dim))
+        self_init(self)
+
+    def reset_parameters(self) -> None:
+        """`edge_in`, `edge_out`: `nn.Linear`'s default; the other weights and biases U(±1/sqrt(d)) (as `nn.GRUCell`)."""
+        self.edge_in.reset_parameters()
+        self.edge_out.reset_parameters()
+        uniform_(self.dim, self.b_in, self.b_out, self.w_ih, self.w_hh, self.b_ih, self.b_hh)
 
     def step(self, adj_in: torch.Tensor, adj_out: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """One propagation step."""
@@ -82,6 +165,11 @@ class SoftAttentionReadout(nn.Module):
         self.w_pos = nn.Linear(dim, dim) if use_global else None
         self.q = nn.Linear(dim, 1, bias=False) if use_global else None
         self.transform = nn.Linear(2 * dim, dim) if hybrid else None
+        self_init(self)
+
+    def reset_parameters(self) -> None:
+        """Every linear layer with `nn.Linear`'s default."""
+        reset_children_(self)
 
     def forward(self, seq_hidden: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The session representation."""
@@ -97,14 +185,7 @@ class SoftAttentionReadout(nn.Module):
         return s_g
 
 
-def uniform_init_(module: nn.Module, dim: int) -> None:
-    """SR-GNN initialisation: every parameter ~ U(-1/sqrt(d), 1/sqrt(d))."""
-    stdv = 1.0 / math.sqrt(dim)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.uniform_(-stdv, stdv)
-
-
+# ---- GCE-GNN --------------------------------------------------------------------------------------
 # Relation codes of the session graph, as in the official `utils.Data`.
 REL_NONE, REL_SELF, REL_OUT, REL_IN, REL_BOTH = 0, 1, 2, 3, 4
 
@@ -155,8 +236,14 @@ class RelationalGraphAttention(nn.Module):
 
     def __init__(self, dim: int, n_relations: int = 4, negative_slope: float = 0.2) -> None:
         super().__init__()
+        self.dim = dim
         self.a = nn.Parameter(torch.empty(n_relations, dim))
         self.negative_slope = negative_slope
+        self_init(self)
+
+    def reset_parameters(self) -> None:
+        """The relation vectors U(±1/sqrt(d)), as the official code."""
+        uniform_(self.dim, self.a)
 
     def forward(self, hidden: torch.Tensor, relations: torch.Tensor) -> torch.Tensor:
         """Aggregate each node's related nodes."""
@@ -188,6 +275,11 @@ class SessionAwareNeighbourAggregator(nn.Module):
         self.w_1 = nn.Parameter(torch.empty(dim + 1, dim)) if attention else None
         self.w_2 = nn.Parameter(torch.empty(dim, 1)) if attention else None
         self.w_3 = nn.Parameter(torch.empty(2 * dim, dim))
+        self_init(self)
+
+    def reset_parameters(self) -> None:
+        """`W_1`, `w_2`, `W_3` U(±1/sqrt(d)), as the official code."""
+        uniform_(self.dim, self.w_1, self.w_2, self.w_3)
 
     def forward(
         self, self_vectors: torch.Tensor, neighbours: torch.Tensor, weights: torch.Tensor, session: torch.Tensor
@@ -226,6 +318,12 @@ class ReversedPositionReadout(nn.Module):
         self.w_2 = nn.Parameter(torch.empty(dim, 1))
         self.glu1 = nn.Linear(dim, dim)
         self.glu2 = nn.Linear(dim, dim, bias=False)
+        self_init(self)
+
+    def reset_parameters(self) -> None:
+        """Position embeddings and `W_g1`, `W_g2`: PyTorch's defaults; `W_1`, `w_2` U(±1/sqrt(d)) as the official code."""
+        reset_children_(self)
+        uniform_(self.dim, self.w_1, self.w_2)
 
     def forward(self, rev_hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The session representation."""

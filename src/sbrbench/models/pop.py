@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import torch
 
+from sbrbench.errors import SbrError
 from sbrbench.models.base import Model, register_model
 
 if TYPE_CHECKING:
@@ -24,10 +25,8 @@ class PopParams:
 
 def item_popularity(dataset: ProcessedDataset, splits: tuple[str, ...], count: str) -> np.ndarray:
     """Popularity (n_items,) over the sessions read by `splits` (column 0 stays 0)."""
-    from sbrbench.batching import fit_sequences
-    from sbrbench.errors import SbrError
-
-    items, offsets = fit_sequences(dataset, splits)
+    fitted = dataset.fit_sessions(splits)
+    items, offsets = fitted.items, fitted.offsets
     if count == "clicks":
         return np.bincount(items, minlength=dataset.n_items).astype(np.float64)
     if count == "sessions":

@@ -133,7 +133,9 @@ class SR(_RulesBase):
     def fit(self, dataset: ProcessedDataset, splits: tuple[str, ...]) -> None:
         """Mine the sequential rules of the training sessions read by `splits`."""
         p, n = self.params, self.n_items
-        sessions, items, offsets = kc.fit_sessions(dataset, splits)
+        fitted = dataset.fit_sessions(splits)
+        kc.require_fit(fitted, dataset)
+        sessions, items, offsets = fitted.session, fitted.items, fitted.offsets
         pos = _positions(offsets)
         ev = np.arange(items.shape[0])
         if p.idf_weight:
@@ -194,7 +196,9 @@ class AR(_RulesBase):
     def fit(self, dataset: ProcessedDataset, splits: tuple[str, ...]) -> None:
         """Count every ordered pair of events of each training session, both directions."""
         n = self.n_items
-        sessions, items, offsets = kc.fit_sessions(dataset, splits)
+        fitted = dataset.fit_sessions(splits)
+        kc.require_fit(fitted, dataset)
+        sessions, items, offsets = fitted.session, fitted.items, fitted.offsets
         pos = _positions(offsets)
         lmax = int(np.diff(offsets).max()) if offsets.shape[0] > 1 else 1
         ev = np.arange(items.shape[0])

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from sbrbench.models.base import Model, dropped, register_model
-from sbrbench.models.layers import GatedGraphCell, SoftAttentionReadout
+from sbrbench.models.layers import GatedGraphCell, SoftAttentionReadout, overwritten_init, uniform_init_
 
 if TYPE_CHECKING:
     from sbrbench.batching import Batch
@@ -32,7 +32,7 @@ class SRGNNParams:
     dim: int = 100
     step: int = 1
     hybrid: bool = True
-    drop: str = ""  # comma-separated components to switch off: gnn, global
+    drop: str = ""  # comma-separated components to switch off: gnn, attention
 
 
 @register_model("srgnn")
@@ -44,17 +44,23 @@ class SRGNN(Model):
         "epochs": 30, "batch_size": 100, "lr": 1e-3, "lr_dc": 0.1, "lr_dc_step": 3,
         "l2": 1e-5, "patience": 10,
     }
-    components: ClassVar[frozenset[str]] = frozenset({"gnn", "global"})
+    components: ClassVar[frozenset[str]] = frozenset({"gnn", "attention"})
+    component_aliases: ClassVar[dict[str, str]] = {"global": "attention"}  # its name before GCE-GNN's graph
     needs_graph: ClassVar[bool] = True
 
     def __init__(self, n_items: int, params: SRGNNParams | None = None) -> None:
         super().__init__(n_items, params)
         p: SRGNNParams = self.params
         off = dropped(p)
-        self.embedding = nn.Embedding(n_items, p.dim)
-        self.gnn = None if "gnn" in off else GatedGraphCell(p.dim, p.step)
-        self.readout = SoftAttentionReadout(p.dim, hybrid=p.hybrid, use_global="global" not in off)
+        with overwritten_init():  # every parameter is re-initialised below
+            self.embedding = nn.Embedding(n_items, p.dim)
+            self.gnn = None if "gnn" in off else GatedGraphCell(p.dim, p.step)
+            self.readout = SoftAttentionReadout(p.dim, hybrid=p.hybrid, use_global=not off & {"attention", "global"})
         self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Every parameter ~ U(-1/sqrt(dim), 1/sqrt(dim)), as the official code (`uniform_init_`)."""
+        uniform_init_(self, self.params.dim)
 
     def session_embedding(self, batch: Batch) -> torch.Tensor:
         """The hybrid session representation s_h (B, d)."""

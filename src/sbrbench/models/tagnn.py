@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sbrbench.errors import SbrError
-from sbrbench.models.base import Model, dropped, register_model
-from sbrbench.models.layers import GatedGraphCell
+from sbrbench.models.base import Model, dropped, register_model, register_variant
+from sbrbench.models.layers import GatedGraphCell, overwritten_init, reset_children_, self_init, uniform_init_
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -180,6 +180,11 @@ class TargetAttention(nn.Module):
         super().__init__()
         self.linear_t = nn.Linear(dim, dim, bias=False)
         self.chunk = chunk
+        self_init(self)
+
+    def reset_parameters(self) -> None:
+        """`W_t` with `nn.Linear`'s default."""
+        self.linear_t.reset_parameters()
 
     def forward(
         self, items: torch.Tensor, seq_hidden: torch.Tensor, mask: torch.Tensor, n_pad: torch.Tensor | None = None
@@ -207,6 +212,11 @@ class TagnnReadout(nn.Module):
         self.linear_two = nn.Linear(dim, dim)
         self.linear_three = nn.Linear(dim, 1, bias=False)
         self.transform = nn.Linear(2 * dim, dim) if hybrid else None
+        self_init(self)
+
+    def reset_parameters(self) -> None:
+        """Every linear layer with `nn.Linear`'s default."""
+        reset_children_(self)
 
     def forward(
         self,
@@ -251,9 +261,12 @@ def pad_node_state(embedding: nn.Embedding, gnn: GatedGraphCell | None) -> torch
 
 
 def fit_len_max(dataset: ProcessedDataset, splits: tuple[str, ...]) -> int:
-    """The longest prefix among the examples of `splits` (the official `len_max` of that data)."""
-    lens = [int(dataset.examples(s).length.max()) for s in splits if len(dataset.split(s)) > 0]
-    return max(lens) if lens else 1
+    """The longest prefix among the examples of `splits` (the official `len_max` of that data).
+
+    A fitted session ends at the target of its longest example, so that prefix is one shorter.
+    """
+    fitted = dataset.fit_sessions(splits)
+    return int(fitted.lengths.max()) - 1 if len(fitted) else 1
 
 
 def check_padding(mode: str) -> None:
@@ -286,18 +299,18 @@ def target_aware_scores(
 # ---- the model ---------------------------------------------------------------------------------------
 @dataclass
 class TAGNNParams:
-    """TAGNN hyper-parameters (defaults: the official code's)."""
+    """TAGNN hyper-parameters (defaults: the paper's; the official code's settings otherwise)."""
 
     dim: int = 100
     step: int = 1
     hybrid: bool = True
-    padding: str = "official"  # official (softmaxes see padding up to len_max) or masked
+    padding: str = "masked"  # masked (paper) or official (softmaxes see padding up to len_max; tagnn-code)
     chunk: int = 0  # items per target-attention chunk (0: automatic)
     drop: str = ""  # comma-separated components to switch off: gnn, target
 
 
 class GatedSessionModel(Model):
-    """Shared by TAGNN and the released TAGNN++: embeddings, the gated cell and official padding.
+    """Shared by TAGNN and TAGNN++ as released: embeddings, the gated cell and official padding.
 
     Subclasses create `embedding` and `gnn` (None when dropped); `prepare()` records `len_max`,
     the longest fitted prefix, for the official padding emulation.
@@ -312,6 +325,10 @@ class GatedSessionModel(Model):
     ) -> None:
         """Record `len_max`, the longest fitted prefix, for the official padding emulation."""
         self.len_max = fit_len_max(dataset, splits)
+
+    def reset_parameters(self) -> None:
+        """Every parameter ~ U(-1/sqrt(dim), 1/sqrt(dim)), as the official code (`uniform_init_`)."""
+        uniform_init_(self, self.params.dim)
 
     def node_states(self, batch: Batch) -> torch.Tensor:
         """Node hidden states (B, N, d): layer-0 embeddings after the gated cell (if any)."""
@@ -333,13 +350,16 @@ class GatedSessionModel(Model):
 class TAGNN(GatedSessionModel):
     """TAGNN: SR-GNN's gated graph cell plus target-aware attention over every candidate item.
 
-    Faithful to CRIPAC-DIG/TAGNN: session graphs and gated cell as SR-GNN, readout with a
-    softmax attention (`TagnnReadout`), target attention `beta = softmax_i(v_j . W_t h_i)` for
-    every item j, scores `(s_h + target_j) . v_j` against layer-0 embeddings, every parameter
-    U(-1/sqrt(d), 1/sqrt(d)), the official training defaults (batch 100, Adam lr 1e-3 x0.1 every 3
-    epochs, L2 1e-5, 30 epochs, patience 10).
+    The paper's model, on the official code's footing (CRIPAC-DIG/TAGNN): session graphs and gated
+    cell as SR-GNN, readout with a softmax attention (`TagnnReadout`), target attention
+    `beta = softmax_i(v_j . W_t h_i)` for every item j, scores `(s_h + target_j) . v_j` against
+    layer-0 embeddings, every parameter U(-1/sqrt(d), 1/sqrt(d)), the official training defaults
+    (batch 100, Adam lr 1e-3 x0.1 every 3 epochs, L2 1e-5, 30 epochs, patience 10).
 
-    `padding="official"` (default) reproduces the official padding without padding the batch:
+    `padding="masked"` (default: the paper's softmaxes over the session's clicks) lets the
+    softmaxes see the real positions only. `padding="official"` (the registered variant
+    `tagnn-code`, equal to the official code's scores on the same weights) reproduces the official
+    padding without padding the batch:
     the official code pads every prefix with item 0 up to `len_max` (its split's longest prefix),
     so item 0 becomes a graph node without edges; the readout's softmax runs over all `len_max`
     positions (padded ones carry that node's GNN state, and are only dropped by the mask after
@@ -349,7 +369,6 @@ class TAGNN(GatedSessionModel):
     code uses each split's own `len_max`, so its test-time softmaxes use the test split's longest
     prefix instead); longer prefixes get no padding terms. Without `prepare()` the batch's longest
     prefix is used.
-    `padding="masked"` lets the softmaxes see the real positions only.
 
     Deliberate differences: the target attention is computed in catalogue chunks by a custom
     autograd function (identical values, bounded memory: `target_attention_scores`); the unused
@@ -372,10 +391,11 @@ class TAGNN(GatedSessionModel):
         p: TAGNNParams = self.params
         check_padding(p.padding)
         off = dropped(p)
-        self.embedding = nn.Embedding(n_items, p.dim)
-        self.gnn = None if "gnn" in off else GatedGraphCell(p.dim, p.step)
-        self.readout = TagnnReadout(p.dim, hybrid=p.hybrid)
-        self.target = None if "target" in off else TargetAttention(p.dim, p.chunk)
+        with overwritten_init():  # every parameter is re-initialised below
+            self.embedding = nn.Embedding(n_items, p.dim)
+            self.gnn = None if "gnn" in off else GatedGraphCell(p.dim, p.step)
+            self.readout = TagnnReadout(p.dim, hybrid=p.hybrid)
+            self.target = None if "target" in off else TargetAttention(p.dim, p.chunk)
         self.reset_parameters()
 
     def forward(self, batch: Batch) -> torch.Tensor:
@@ -384,3 +404,16 @@ class TAGNN(GatedSessionModel):
         n_pad, pad_hidden = self.padding_terms(batch, seq_hidden.dtype)
         session = self.readout(seq_hidden, batch.mask, batch.lengths, pad_hidden, n_pad)
         return target_aware_scores(session, self.embedding.weight, self.target, seq_hidden, batch.mask, n_pad)
+
+
+TagnnCode = register_variant(
+    "tagnn-code",
+    "tagnn",
+    padding="official",
+    doc="""TAGNN as the official code computes it: `tagnn` with `padding="official"`.
+
+    The official code pads every prefix with item 0 up to `len_max`, and both softmaxes (readout
+    and target attention) also run over the padded positions; see `TAGNN` for the exact emulation.
+    Its scores equal the official code's on the same weights.
+    """,
+)

@@ -3,7 +3,7 @@
 TAGNN's gated graph cell, then a Transformer encoder over the clicks with positional embeddings,
 then TAGNN's target-aware readout, trained with Adaptive Gradient Clipping. For the code as
 released (one causal attention block over the nodes, no feed-forward, no positions, no AGC) see
-`tagnnpp_released.py`.
+`tagnnpp-code` (`tagnnpp_released.py`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import nn
 
 from sbrbench.errors import SbrError
 from sbrbench.models.base import Model, dropped, register_model
-from sbrbench.models.layers import GatedGraphCell
+from sbrbench.models.layers import GatedGraphCell, overwritten_init, uniform_init_
 from sbrbench.models.tagnn import TagnnReadout, TargetAttention, gather_positions, target_aware_scores
 from sbrbench.optim import adaptive_grad_clip_
 
@@ -92,25 +92,30 @@ class TAGNNPP(Model):
         p: TAGNNPPParams = self.params
         off = dropped(p)
         self.use_agc = "agc" not in off
-        self.embedding = nn.Embedding(n_items, p.dim)
-        self.gnn = None if "gnn" in off else GatedGraphCell(p.dim, p.step)
-        self.encoder: nn.TransformerEncoder | None = None
-        self.pos_embedding: nn.Embedding | None = None
-        if "transformer" not in off:
-            check_heads(p.dim, p.heads, "tagnnpp")
-            if p.layers < 1 or p.ffn_mult < 1 or not 0 <= p.dropout < 1:
-                raise SbrError("tagnnpp needs layers >= 1, ffn_mult >= 1 and 0 <= dropout < 1")
-            layer = nn.TransformerEncoderLayer(
-                p.dim, p.heads, p.ffn_mult * p.dim, p.dropout, batch_first=True, norm_first=False
-            )
-            self.encoder = nn.TransformerEncoder(layer, p.layers, enable_nested_tensor=False)
-            if "posemb" not in off:
-                if p.max_len < 1:
-                    raise SbrError(f"tagnnpp hyper-parameter 'max_len' must be >= 1, got {p.max_len}")
-                self.pos_embedding = nn.Embedding(p.max_len, p.dim)
-        self.readout = TagnnReadout(p.dim, hybrid=p.hybrid)
-        self.target = TargetAttention(p.dim, p.chunk)
+        with overwritten_init():  # every parameter is re-initialised below
+            self.embedding = nn.Embedding(n_items, p.dim)
+            self.gnn = None if "gnn" in off else GatedGraphCell(p.dim, p.step)
+            self.encoder: nn.TransformerEncoder | None = None
+            self.pos_embedding: nn.Embedding | None = None
+            if "transformer" not in off:
+                check_heads(p.dim, p.heads, "tagnnpp")
+                if p.layers < 1 or p.ffn_mult < 1 or not 0 <= p.dropout < 1:
+                    raise SbrError("tagnnpp needs layers >= 1, ffn_mult >= 1 and 0 <= dropout < 1")
+                layer = nn.TransformerEncoderLayer(
+                    p.dim, p.heads, p.ffn_mult * p.dim, p.dropout, batch_first=True, norm_first=False
+                )
+                self.encoder = nn.TransformerEncoder(layer, p.layers, enable_nested_tensor=False)
+                if "posemb" not in off:
+                    if p.max_len < 1:
+                        raise SbrError(f"tagnnpp hyper-parameter 'max_len' must be >= 1, got {p.max_len}")
+                    self.pos_embedding = nn.Embedding(p.max_len, p.dim)
+            self.readout = TagnnReadout(p.dim, hybrid=p.hybrid)
+            self.target = TargetAttention(p.dim, p.chunk)
         self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Every parameter ~ U(-1/sqrt(dim), 1/sqrt(dim)) as in the TAGNN code base, the encoder's included."""
+        uniform_init_(self, self.params.dim)
 
     def sequence_states(self, batch: Batch) -> torch.Tensor:
         """(B, L, d) hidden state of every click after the GNN and the encoder."""

@@ -1,7 +1,9 @@
 """TAGNN++ as released (The-Learning-Machines/SBR `model.py`), to measure paper vs. code.
 
-See `TAGNNPPReleased` for what the released code does and how it is emulated; the paper's
-model is `tagnnpp` (`tagnnpp.py`).
+Registered as `tagnnpp-code` (the `<name>-code` convention: the released code's behaviour where it
+differs from the paper); the former name `tagnnpp-released` still works, with a deprecation
+warning. See `TAGNNPPReleased` for what the released code does and how it is emulated; the
+paper's model is `tagnnpp` (`tagnnpp.py`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 from torch import nn
 
 from sbrbench.models.base import dropped, register_model
-from sbrbench.models.layers import GatedGraphCell
+from sbrbench.models.layers import GatedGraphCell, overwritten_init, self_init
 from sbrbench.models.tagnn import (
     GatedSessionModel,
     TagnnReadout,
@@ -41,6 +43,12 @@ class CausalNodeAttention(nn.Module):
         self.heads = heads
         self.norm = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self_init(self)
+
+    def reset_parameters(self) -> None:
+        """PyTorch's defaults of `nn.LayerNorm` and `nn.MultiheadAttention`."""
+        self.norm.reset_parameters()
+        self.attn._reset_parameters()
 
     def forward(self, x: torch.Tensor, first_absent: torch.Tensor | None = None) -> torch.Tensor:
         """(B, N, d) -> (B, N, d)."""
@@ -68,7 +76,7 @@ class TAGNNPPReleasedParams:
     drop: str = ""  # comma-separated components to switch off: transformer, gnn
 
 
-@register_model("tagnnpp-released")
+@register_model("tagnnpp-code", aliases=("tagnnpp-released",))
 class TAGNNPPReleased(GatedSessionModel):
     """TAGNN++ as released: TAGNN's GNN, one causal 2-head attention block over the graph nodes.
 
@@ -116,14 +124,15 @@ class TAGNNPPReleased(GatedSessionModel):
         p: TAGNNPPReleasedParams = self.params
         check_padding(p.padding)
         off = dropped(p)
-        self.embedding = nn.Embedding(n_items, p.dim)
-        self.gnn = None if "gnn" in off else GatedGraphCell(p.dim, p.step)
-        self.block: CausalNodeAttention | None = None
-        if "transformer" not in off:
-            check_heads(p.dim, p.heads, "tagnnpp-released")
-            self.block = CausalNodeAttention(p.dim, p.heads, p.dropout)
-        self.readout = TagnnReadout(p.dim, hybrid=p.hybrid)
-        self.target = TargetAttention(p.dim, p.chunk)
+        with overwritten_init():  # every parameter is re-initialised below (`GatedSessionModel`)
+            self.embedding = nn.Embedding(n_items, p.dim)
+            self.gnn = None if "gnn" in off else GatedGraphCell(p.dim, p.step)
+            self.block: CausalNodeAttention | None = None
+            if "transformer" not in off:
+                check_heads(p.dim, p.heads, "tagnnpp-code")
+                self.block = CausalNodeAttention(p.dim, p.heads, p.dropout)
+            self.readout = TagnnReadout(p.dim, hybrid=p.hybrid)
+            self.target = TargetAttention(p.dim, p.chunk)
         self.reset_parameters()
 
     def forward(self, batch: Batch) -> torch.Tensor:

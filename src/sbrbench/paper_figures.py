@@ -57,22 +57,22 @@ DATASET_NAMES: dict[str, str] = {
     "books": "books", "clothing": "clothing", "toys": "toys", "gowalla": "gowalla",
 }
 
-TABLES: dict[str, PublishedTable] = {
+PAPER_TABLES: dict[str, PublishedTable] = {
     t.key: t
     for t in (
         PublishedTable(
-            "srgnn_table2",
+            "srgnn-table2",
             "Wu et al., Session-based Recommendation with Graph Neural Networks (SR-GNN), AAAI 2019, Table 2",
             "approx", ("P@20", "MRR@20"), ("yoochoose1_64", "yoochoose1_4", "diginetica"),
         ),
         PublishedTable(
-            "tagnnpp_table2",
+            "tagnnpp-table2",
             "Mitharan et al., Improved Representation Learning for Session-based Recommendation (TAGNN++), Table 2",
             "paper", ("HR@20", "MRR@20"), ("yoochoose1_64", "diginetica"),
             note="Diginetica used a DGTN-style split (68,977 test examples), not the SR-GNN split",
         ),
         PublishedTable(
-            "tagnnpp_table3_ablation",
+            "tagnnpp-table3",
             "Mitharan et al., Improved Representation Learning for Session-based Recommendation (TAGNN++), Table 3",
             "paper", ("HR@20", "MRR@20"), ("yoochoose1_64", "diginetica"),
             note="ablation of TAGNN++; variants are named tagnnpp-<variant>",
@@ -83,13 +83,13 @@ TABLES: dict[str, PublishedTable] = {
             "approx", ("P@10", "MRR@10", "P@20", "MRR@20"), ("diginetica", "tmall", "nowplaying"),
         ),
         PublishedTable(
-            "sessionrec_single",
+            "sessionrec-single",
             "Ludewig et al., session-rec evaluation of neural and non-neural session-based recommenders, single split",
             "approx", ("HR@20", "MRR@20"), ("yoochoose1_64", "diginetica"),
             note="session-rec's own preprocessing (rsc15_64 = Yoochoose 1/64), not the SR-GNN split",
         ),
         PublishedTable(
-            "mclsr_table2",
+            "mclsr-table2",
             "MCLSR paper, Table 2 (ComiRec-style protocol on user sequences)",
             "paper", ("Recall@20", "NDCG@20", "HR@20", "Recall@50", "NDCG@50", "HR@50"),
             ("books", "clothing", "toys", "gowalla"), single_target=False,
@@ -101,7 +101,7 @@ TABLES: dict[str, PublishedTable] = {
 # Raw rows exactly as printed (percent, except session-rec in fractions), one list per dataset
 # in the table's dataset order, one value per metric in the table's metric order.
 _RAW: dict[str, tuple[float, dict[str, list[list[float]]]]] = {
-    "srgnn_table2": (100.0, {
+    "srgnn-table2": (100.0, {
         "POP": [[6.71, 1.65], [1.33, 0.30], [0.89, 0.20]],
         "S-POP": [[30.44, 18.35], [27.08, 17.75], [21.06, 13.68]],
         "Item-KNN": [[51.60, 21.81], [52.31, 21.70], [35.75, 11.57]],
@@ -111,7 +111,7 @@ _RAW: dict[str, tuple[float, dict[str, list[list[float]]]]] = {
         "STAMP": [[68.74, 29.67], [70.44, 30.00], [45.64, 14.32]],
         "SR-GNN": [[70.57, 30.94], [71.36, 31.89], [50.73, 17.59]],
     }),
-    "tagnnpp_table2": (100.0, {
+    "tagnnpp-table2": (100.0, {
         "GRU4Rec": [[60.64, 22.89], [29.45, 8.33]],
         "NARM": [[68.32, 28.63], [49.70, 16.17]],
         "STAMP": [[68.74, 29.67], [45.64, 14.32]],
@@ -125,7 +125,7 @@ _RAW: dict[str, tuple[float, dict[str, list[list[float]]]]] = {
         "Transformer": [[72.15, 30.79], [51.31, 17.14]],
         "TAGNNpp": [[70.74, 32.87], [56.25, 19.86]],
     }),
-    "tagnnpp_table3_ablation": (100.0, {
+    "tagnnpp-table3": (100.0, {
         "tagnnpp": [[70.74, 32.87], [56.25, 19.86]],
         "tagnnpp-no_agc": [[70.04, 32.53], [55.46, 19.51]],
         "tagnnpp-no_gnn": [[72.15, 30.79], [51.31, 17.14]],
@@ -135,14 +135,14 @@ _RAW: dict[str, tuple[float, dict[str, list[list[float]]]]] = {
     "gcegnn": (100.0, {
         "GCE-GNN": [[41.16, 18.15, 54.22, 19.04], [28.01, 15.08, 33.42, 15.42], [16.94, 8.03, 22.37, 8.40]],
     }),
-    "sessionrec_single": (1.0, {
+    "sessionrec-single": (1.0, {
         "V-SKNN": [[0.6961, 0.2879], [0.5203, 0.1841]],
         "SKNN": [[0.6423, 0.2522], [0.4846, 0.1736]],
         "GRU4Rec": [[0.6528, 0.2752], [0.5097, 0.1750]],
         "NARM": [[0.6998, 0.2957], [0.4979, 0.1585]],
         "STAMP": [[0.6841, 0.2995], [0.4690, 0.1499]],
     }),
-    "mclsr_table2": (100.0, {
+    "mclsr-table2": (100.0, {
         "SASRec": [[6.274, 2.825, 12.765, 9.349, 3.627, 18.547], [2.646, 0.854, 4.188, 4.505, 1.151, 6.705],
                    [6.343, 2.912, 12.838, 10.264, 3.899, 19.837], [8.581, 7.546, 28.931, 13.838, 10.510, 42.380]],
         "DuoRec": [[6.838, 3.257, 14.173, 10.826, 4.308, 21.366], [2.940, 1.018, 4.829, 4.956, 1.356, 7.785],
@@ -152,16 +152,31 @@ _RAW: dict[str, tuple[float, dict[str, list[list[float]]]]] = {
     }),
 }
 
+# Keys used before table keys took the CLI's hyphenated style (`sbrbench reproduce srgnn-table2`);
+# files written then (e.g. results/baselines/*.json "table" fields, leaderboard.csv "source"
+# columns) still name tables by them.
+_RETIRED_KEYS = {
+    "srgnn_table2": "srgnn-table2", "tagnnpp_table2": "tagnnpp-table2",
+    "tagnnpp_table3_ablation": "tagnnpp-table3", "sessionrec_single": "sessionrec-single",
+    "mclsr_table2": "mclsr-table2",
+}
+
+
+def table_key(key: str) -> str:
+    """The current key of a paper table given its current or retired key (unknown keys unchanged)."""
+    return _RETIRED_KEYS.get(key, key)
+
+
 # Order in which tables are preferred when a figure exists in several (same split as sbrbench first).
-PREFERENCE = ("srgnn_table2", "gcegnn", "tagnnpp_table2", "sessionrec_single", "mclsr_table2",
-              "tagnnpp_table3_ablation")
+PREFERENCE = ("srgnn-table2", "gcegnn", "tagnnpp-table2", "sessionrec-single", "mclsr-table2",
+              "tagnnpp-table3")
 _SINGLE_TARGET_SAME = ("HR", "P", "Recall")
 
 
 def _build() -> list[PublishedFigure]:
     out: list[PublishedFigure] = []
     for key, (scale, rows) in _RAW.items():
-        table = TABLES[key]
+        table = PAPER_TABLES[key]
         for raw_model, per_dataset in rows.items():
             model = MODEL_NAMES.get(raw_model, raw_model)
             for ds, values in zip(table.datasets, per_dataset, strict=True):
@@ -188,9 +203,9 @@ def find(
     For single-target tables, HR@K, P@K and Recall@K are one number (see the module docstring).
     """
     fam, k = _canon(metric)
-    tables = (table,) if table else PREFERENCE
+    tables = (table_key(table),) if table else PREFERENCE
     for key in tables:
-        t = TABLES.get(key)
+        t = PAPER_TABLES.get(key)
         if t is None:
             continue
         for f in FIGURES:
@@ -207,18 +222,10 @@ def find(
 def lookup(table: str, dataset: str, model: str, metric: str) -> float | None:
     """The figure (a fraction in [0, 1]) printed in `table` for (dataset, model, metric), or None.
 
-    `table` is a key of `TABLES` (e.g. "srgnn_table2"); names are sbrbench registry names
+    `table` is a key of `PAPER_TABLES` (e.g. "srgnn-table2"; a retired snake_case key such as
+    "srgnn_table2" still works); names are sbrbench registry names
     ("diginetica", "srgnn"); `metric` like "P@20" or "MRR@20".
     """
     f = find(dataset, model, metric, table=table)
     return f.value if f else None
 
-
-def published_for(dataset: str, model: str) -> dict[str, list[PublishedFigure]]:
-    """Every published figure for (dataset, model), grouped by table key (preferred tables first)."""
-    out: dict[str, list[PublishedFigure]] = {}
-    for key in PREFERENCE:
-        figs = [f for f in FIGURES if f.table == key and f.dataset == dataset.lower() and f.model == model.lower()]
-        if figs:
-            out[key] = figs
-    return out

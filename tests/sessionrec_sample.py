@@ -1,5 +1,6 @@
-"""session-rec's prepared, already split click files (TSV `SessionId ItemId Time`) as a
-`ProcessedDataset`, through the registered `session-rec` protocol (`sbrbench.data.protocols`).
+"""Test helper: session-rec's prepared, already split click files (TSV `SessionId ItemId Time`) as a
+`ProcessedDataset`, through the registered `session-rec` protocol (`sbrbench.data.protocols`),
+without a data directory (`sbrbench preprocess yoochoose-sessionrec-100k` is the user's way).
 
 What the protocol does with these files (one implementation, shared with `sbrbench preprocess`):
 

@@ -1,0 +1,78 @@
+"""Checkpoints that make `--resume` give the numbers of an uninterrupted run.
+
+After every epoch: the weights (`checkpoint/model.safetensors`, and `best.safetensors` when the
+epoch is the best so far) and the training state (`checkpoint/state.pt`): optimizer, scheduler,
+early stopping, history, timers, the epoch, and every random state (Python, NumPy, torch CPU and
+CUDA). The data order needs no state: epoch e shuffles with a generator seeded by (seed, e). The
+state holds tensors and plain values only, so it is read with `torch.load(weights_only=True)` and a
+hostile file cannot run code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sbrbench.device import rng_state, set_rng_state
+from sbrbench.errors import DataError
+from sbrbench.results import RunDir
+from sbrbench.train.stopping import EarlyStopping
+
+if TYPE_CHECKING:
+    import torch
+
+    from sbrbench.models import Model
+
+STATE_VERSION = 2
+
+
+@dataclass
+class TrainingProgress:
+    """Where training stands: epochs done, history rows, seconds spent training and evaluating."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+
+
+class Checkpointer:
+    """Saves and restores a run's training state in its `RunDir`."""
+
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+
+    def save(self, model: Model, optimizer: torch.optim.Optimizer, scheduler: Any, stopping: EarlyStopping,
+             progress: TrainingProgress, *, best: bool) -> None:
+        """Checkpoint after an epoch (`best`: also keep these weights as the selected ones)."""
+        self.run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        if best:
+            self.run.save_weights(model, "best")
+        self.run.save_weights(model, "model")
+        self.run.save_state({
+            "version": STATE_VERSION,
+            "epoch": progress.epoch,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "stopping": stopping.state_dict(),
+            "history": progress.history,
+            "train_seconds": progress.train_seconds,
+            "eval_seconds": progress.eval_seconds,
+            "rng": rng_state(),
+        })
+
+    def restore(self, model: Model, optimizer: torch.optim.Optimizer, scheduler: Any, stopping: EarlyStopping,
+                device: str) -> TrainingProgress | None:
+        """Load the last checkpoint into the given objects; None when the run has none."""
+        state = self.run.load_state()
+        if state is None:
+            return None
+        if state.get("version") != STATE_VERSION:
+            raise DataError(f"{self.run.state_path} was written by another version of sbrbench; start a new run")
+        self.run.load_weights(model, "model", device)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        stopping.load_state_dict(state["stopping"])
+        set_rng_state(state["rng"])
+        return TrainingProgress(epoch=int(state["epoch"]), history=list(state["history"]),
+                        train_seconds=float(state["train_seconds"]), eval_seconds=float(state["eval_seconds"]))

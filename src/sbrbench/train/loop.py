@@ -1,0 +1,259 @@
+"""The Trainer: one run's model trained epoch by epoch, selected on a split, evaluated, recorded.
+
+Per epoch (`Trainer.train_epoch`): batches of the fit source in an order drawn from a generator
+seeded by (seed, epoch); for each, `loss = model.training_loss(batch)` (the model decides the
+objective: full-catalogue cross-entropy by default), backward, `model.clip_gradients()`, an
+optimizer step. The loss is summed on the device and read only when the callback asks for it
+(`TrainingCallback.every`) and at the end of the epoch, so the step has no host synchronisation.
+Then the selection split is scored, early stopping updated and a checkpoint written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sbrbench.batching import BatchSource, item_tensor, training_source
+from sbrbench.config import RunConfig
+from sbrbench.device import autocast
+from sbrbench.errors import SbrError
+from sbrbench.evaluate import evaluation_source, score_examples
+from sbrbench.optim import make_optimizer
+from sbrbench.results import RunDir, build_model
+from sbrbench.train.callbacks import SILENT, TrainingCallback, TrainingStart
+from sbrbench.train.checkpoint import Checkpointer, TrainingProgress
+from sbrbench.train.stopping import EarlyStopping
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import torch
+
+    from sbrbench.data.dataset import ProcessedDataset
+
+
+class TrainingInterrupted(SbrError):
+    """Ctrl-C or SIGTERM during training: the last completed epoch's checkpoint is kept."""
+
+    exit_code = 130
+
+
+class TrainingDiverged(SbrError):
+    """The loss became NaN or infinite."""
+
+
+class Trainer:
+    """One run: fit (non-neural) or train (neural), select, evaluate on valid and test, record."""
+
+    def __init__(self, cfg: RunConfig, run: RunDir, ds: ProcessedDataset, ds_dir: Path | None, checksum: str,
+                 callback: TrainingCallback | None = None) -> None:
+        self.cfg, self.run, self.ds, self.checksum = cfg, run, ds, checksum
+        self.callback = callback or SILENT
+        self.device = cfg.device
+        if cfg.select_split == "valid" and ("valid" not in ds.splits or len(ds.splits["valid"]) == 0):
+            raise SbrError(
+                f"dataset {ds.name!r} has no validation split: preprocess it with a validation fraction "
+                "or use --select-on test (paper-compatible, selects on the test set)"
+            )
+        self.model = build_model(cfg, ds, ds_dir, self.device)
+        self.items = item_tensor(ds, self.device)
+        self.progress = TrainingProgress()
+
+    # ---- pieces --------------------------------------------------------------------------------
+    def fit_source(self) -> BatchSource:
+        """The training examples: the model's or protocol's kind of source over the fit splits."""
+        return training_source(self.model, self.ds, tuple(self.cfg.fit_splits), self.device, items=self.items,
+                               limit=self.cfg.max_train_examples)
+
+    def score_split(self, split: str) -> Any:
+        """A `RankCollector` holding the ranks of every example of `split`."""
+        src = evaluation_source(self.model, self.ds, split, self.device, items=self.items)
+        return score_examples(self.model, src, int(self.cfg.train.eval_batch_size), self.device,
+                              self.cfg.precision)
+
+    def train_epoch(self, epoch: int, source: BatchSource, optimizer: torch.optim.Optimizer) -> float:
+        """One pass over `source` (epoch is 0-based); returns the mean training loss."""
+        import torch
+
+        model, cb = self.model, self.callback
+        bs = int(self.cfg.train.batch_size)
+        model.train()
+        gen = torch.Generator().manual_seed(int(self.cfg.seed) * 1_000_003 + epoch)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        seen = 0
+        every = max(int(cb.every), 0)
+        for i, batch in enumerate(source.batches(bs, generator=gen)):
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(self.device, self.cfg.precision):
+                loss = model.training_loss(batch)
+            loss.backward()
+            model.clip_gradients()
+            optimizer.step()
+            n = len(batch)
+            total += loss.detach().double() * n
+            seen += n
+            if i == 0 or (every and (i + 1) % every == 0):
+                mean = self._checked_loss(total, seen, epoch, i)
+                if every and (i + 1) % every == 0:
+                    cb.on_batch(epoch + 1, i + 1, seen, mean)
+        return self._checked_loss(total, seen, epoch, None)
+
+    def _checked_loss(self, total: torch.Tensor, seen: int, epoch: int, batch: int | None) -> float:
+        value = float(total) / max(seen, 1)
+        if not math.isfinite(value):
+            where = f"batch {batch + 1}" if batch is not None else "its end"
+            self._finish("failed", None, None)
+            raise TrainingDiverged(
+                f"loss became {value} at epoch {epoch + 1}, {where}: training diverged "
+                f"(try a lower learning rate); record in {self.run}"
+            )
+        return value
+
+    # ---- the run -------------------------------------------------------------------------------
+    def run_all(self, resumed: bool = False) -> dict[str, Any]:
+        """Fit or train, then evaluate on valid and test and write the record."""
+        if not self.model.neural:
+            t0 = time.perf_counter()
+            self.model.fit(self.ds, tuple(self.cfg.fit_splits))
+            self.progress.train_seconds = time.perf_counter() - t0
+            return self._evaluate_and_finish(None)
+        return self._train(resumed)
+
+    def _train(self, resumed: bool) -> dict[str, Any]:
+        import torch
+
+        tcfg, model, cb = self.cfg.train, self.model, self.callback
+        optimizer = make_optimizer(model, tcfg.lr, tcfg.l2)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tcfg.lr_dc_step, gamma=tcfg.lr_dc)
+        stopping = EarlyStopping(tcfg.patience)
+        ckpt = Checkpointer(self.run)
+        if resumed:
+            restored = ckpt.restore(model, optimizer, scheduler, stopping, self.device)
+            if restored is not None:
+                self.progress = restored
+        fit = self.fit_source()
+        select = self.cfg.select_split
+        key = self.cfg.metric
+        bs = int(tcfg.batch_size)
+        n_batches = fit.n_batches(bs)
+        cb.on_start(TrainingStart(
+            model=self.cfg.model, dataset=self.cfg.dataset, run_dir=str(self.run), examples=len(fit),
+            batches_per_epoch=n_batches, epochs=int(tcfg.epochs), first_epoch=self.progress.epoch,
+            select_split=select, metric=key,
+        ))
+        epoch = self.progress.epoch
+        restore_term = _sigterm_interrupts()
+        try:
+            for epoch in range(self.progress.epoch, int(tcfg.epochs)):
+                if stopping.should_stop:
+                    break
+                if tcfg.lr_schedule == "epoch-start":
+                    _step_quietly(scheduler)
+                lr = optimizer.param_groups[0]["lr"]
+                cb.on_epoch_start(epoch + 1, n_batches, len(fit))
+                t0 = time.perf_counter()
+                loss = self.train_epoch(epoch, fit, optimizer)
+                secs = time.perf_counter() - t0
+                self.progress.train_seconds += secs
+                if tcfg.lr_schedule == "epoch-end":
+                    scheduler.step()
+                t1 = time.perf_counter()
+                metrics = self.score_split(select).metrics(tuple(self.cfg.ks))
+                self.progress.eval_seconds += time.perf_counter() - t1
+                row: dict[str, Any] = {"epoch": epoch + 1, "loss": loss}
+                row.update({f"{select}_{k}": v for k, v in metrics.items()})
+                row.update({"lr": lr, "seconds": secs, "examples_per_s": len(fit) / max(secs, 1e-9)})
+                self.progress.history.append(row)
+                self.progress.epoch = epoch + 1
+                best = stopping.update(epoch + 1, metrics[key])
+                ckpt.save(model, optimizer, scheduler, stopping, self.progress, best=best)
+                self.run.write_history(self.progress.history)
+                cb.on_epoch_end(epoch + 1, row)
+        except KeyboardInterrupt:
+            cb.on_end()
+            self._finish("interrupted", stopping.best_epoch, None)
+            raise TrainingInterrupted(
+                f"interrupted during epoch {epoch + 1}; checkpoint of epoch {self.progress.epoch} kept: "
+                f"resume with `sbrbench train --resume {self.run}`"
+            ) from None
+        finally:
+            restore_term()
+        cb.on_end()
+        if stopping.best_epoch is not None:
+            self.run.load_weights(model, "best", self.device)
+        return self._evaluate_and_finish(stopping.best_epoch)
+
+    def _evaluate_and_finish(self, best_epoch: int | None) -> dict[str, Any]:
+        out: dict[str, dict[str, float] | None] = {"valid": None, "test": None}
+        for split in ("valid", "test"):
+            if split not in self.ds.splits or len(self.ds.splits[split]) == 0:
+                continue
+            t0 = time.perf_counter()
+            col = self.score_split(split)
+            out[split] = col.metrics(tuple(self.cfg.ks))
+            self.run.save_ranks(split, col.ranks())
+            self.progress.eval_seconds += time.perf_counter() - t0
+        return self._finish("complete", best_epoch, out)
+
+    def record(self, status: str, best_epoch: int | None, out: dict[str, Any] | None) -> dict[str, Any]:
+        """The `metrics.json` record."""
+        c = self.cfg
+        out = out or {}
+        return {
+            "model": c.model,
+            "dataset": c.dataset,
+            "protocol": c.protocol,
+            "seed": c.seed,
+            "select_on": c.select_on,
+            "selection": {"split": c.select_split, "metric": c.metric, "paper_compatible": c.select_on == "test"},
+            "status": status,
+            "best_epoch": best_epoch,
+            "epochs_run": len(self.progress.history),
+            "valid": out.get("valid"),
+            "test": out.get("test"),
+            "train_seconds": round(self.progress.train_seconds, 3),
+            "eval_seconds": round(self.progress.eval_seconds, 3),
+            "dataset_checksum": self.checksum,
+            "device": self.device,
+            "threads": c.threads,
+            "precision": c.precision,
+            "hparams": c.hparams,
+            "train": dataclasses.asdict(c.train) if self.model.neural else {},
+            "fit_info": getattr(self.model, "fit_info", None),
+        }
+
+    def _finish(self, status: str, best_epoch: int | None, out: dict[str, Any] | None) -> dict[str, Any]:
+        rec = self.record(status, best_epoch, out)
+        self.run.write_metrics(rec)
+        if self.progress.history:
+            self.run.write_history(self.progress.history)
+        return {**rec, "run_dir": str(self.run), "epochs": len(self.progress.history)}
+
+
+def _step_quietly(scheduler: Any) -> None:
+    """`scheduler.step()` before any optimizer step, without torch's order warning (intended)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()
+
+
+def _sigterm_interrupts() -> Callable[[], None]:
+    """Treat SIGTERM (a scheduler's pre-emption, `kill`) like Ctrl-C while training; returns the undo.
+
+    Background jobs ignore SIGINT, so SIGTERM is how they are stopped: the run then keeps its last
+    epoch's checkpoint and an "interrupted" record for `--resume`.
+    """
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
