@@ -87,3 +87,14 @@ def test_fit_sequences_equal_train_sequences_and_union() -> None:
     assert a.tolist() == b.tolist() and ao.tolist() == bo.tolist()
     u, uo = fit_sequences(ds, ("train", "valid"))
     assert len(uo) - 1 == 4 and u[uo[3]:uo[4]].tolist() == [4, 5, 6, 7, 1]
+
+
+def test_batches_carry_their_packed_positions_and_nodes() -> None:
+    ds = _tiny_dataset()
+    src = ExampleSource.from_dataset(ds, "train", graphs=True)
+    for index in (slice(0, len(src)), torch.tensor([4, 0, 2]), slice(1, 2)):
+        b = src.batch(index)
+        rows, cols = b.mask.nonzero(as_tuple=True)
+        assert b.pos_rows.tolist() == rows.tolist() and b.pos_cols.tolist() == cols.tolist()
+        rows, cols = (b.nodes != 0).nonzero(as_tuple=True)
+        assert b.node_rows.tolist() == rows.tolist() and b.node_cols.tolist() == cols.tolist()

@@ -36,6 +36,9 @@ class Batch:
         seq (B, L) long, prefixes left-aligned and 0-padded; lengths (B,); targets (B,);
         mask (B, L) bool; graph fields (only when built): nodes (B, N) long, 0-padded;
         alias (B, L) long node index per position (0 on padding); adj_in, adj_out (B, N, N) float.
+        Packed real units, row-major (R,) long pairs, so that models need no host synchronisation
+        to find them: pos_rows / pos_cols the real positions (Σ lengths of them), node_rows /
+        node_cols the real nodes (graph batches only). None on hand-made batches.
     """
 
     seq: torch.Tensor
@@ -46,6 +49,10 @@ class Batch:
     alias: torch.Tensor | None = None
     adj_in: torch.Tensor | None = None
     adj_out: torch.Tensor | None = None
+    pos_rows: torch.Tensor | None = None
+    pos_cols: torch.Tensor | None = None
+    node_rows: torch.Tensor | None = None
+    node_cols: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.seq.shape[0])
@@ -57,10 +64,11 @@ class Batch:
 
 
 def pad_prefixes(
-    items: torch.Tensor, start: torch.Tensor, length: torch.Tensor
+    items: torch.Tensor, start: torch.Tensor, length: torch.Tensor, max_len: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gather prefixes `items[start:start+length]` into a 0-padded (B, max length) matrix and mask."""
-    max_len = int(length.max()) if length.numel() else 1
+    if max_len is None:
+        max_len = int(length.max()) if length.numel() else 1
     pos = torch.arange(max_len, device=items.device)
     mask = pos.unsqueeze(0) < length.unsqueeze(1)
     idx = (start.unsqueeze(1) + pos.unsqueeze(0)).clamp_(max=max(items.shape[0] - 1, 0))
@@ -76,6 +84,13 @@ def session_graphs(
     Nodes are each row's unique items sorted by id; adjacency is binary then normalised by
     in-degree (adj_in, over M^T) and out-degree (adj_out, over M), degree 0 counted as 1.
     """
+    return session_graphs_packed(seq, lengths, mask)[:4]
+
+
+def session_graphs_packed(
+    seq: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """`session_graphs` plus the (row, node) pairs of the real nodes, row-major: (..., node_rows, node_cols)."""
     bsz, seqlen = seq.shape
     device = seq.device
     big = torch.iinfo(seq.dtype).max
@@ -90,7 +105,8 @@ def session_graphs(
     n_nodes = int(node_of_sorted[:, -1].max()) + 1 if bsz else 1
     nodes = torch.zeros(bsz, n_nodes, dtype=seq.dtype, device=device)
     rows = torch.arange(bsz, device=device).unsqueeze(1).expand(bsz, seqlen)
-    nodes[rows[is_new], node_of_sorted[is_new]] = sorted_vals[is_new]
+    node_rows, node_cols = rows[is_new], node_of_sorted[is_new]
+    nodes[node_rows, node_cols] = sorted_vals[is_new]
     alias = torch.empty_like(order)
     alias.scatter_(1, order, node_of_sorted.clamp(min=0))
     alias = alias * mask
@@ -103,7 +119,7 @@ def session_graphs(
     out_deg = adj.sum(2, keepdim=True).clamp_(min=1.0)
     adj_t = adj.transpose(1, 2)
     in_deg = adj_t.sum(2, keepdim=True).clamp_(min=1.0)
-    return nodes, alias, adj_t / in_deg, adj / out_deg
+    return nodes, alias, adj_t / in_deg, adj / out_deg, node_rows, node_cols
 
 
 class ExampleSource:
@@ -161,10 +177,17 @@ class ExampleSource:
     def batch(self, index: torch.Tensor | slice) -> Batch:
         """The batch of the examples at `index` (a slice or a long tensor on the device)."""
         start, length, target = self.start[index], self.length[index], self.target[index]
-        seq, mask = pad_prefixes(self.items, start, length)
+        # one host synchronisation for both shapes: the longest prefix and the number of clicks
+        max_len, total = torch.stack([length.max(), length.sum()]).tolist() if length.numel() else (1, 0)
+        seq, mask = pad_prefixes(self.items, start, length, int(max_len))
         b = Batch(seq=seq, lengths=length, targets=target, mask=mask)
+        b.pos_rows = torch.repeat_interleave(
+            torch.arange(length.shape[0], device=length.device), length, output_size=int(total)
+        )
+        first = torch.cumsum(length, 0) - length
+        b.pos_cols = torch.arange(int(total), device=length.device) - first.index_select(0, b.pos_rows)
         if self.graphs:
-            b.nodes, b.alias, b.adj_in, b.adj_out = session_graphs(seq, length, mask)
+            b.nodes, b.alias, b.adj_in, b.adj_out, b.node_rows, b.node_cols = session_graphs_packed(seq, length, mask)
         return b
 
     def batches(
