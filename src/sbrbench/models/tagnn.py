@@ -207,15 +207,16 @@ def _packed_forward(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Scores (B, n_items) and, with `keep`, every chunk's `pd` (see `_attend_chunk`)."""
     n_items, bsz = weight.shape[0], session.shape[0]
-    out = weight.new_zeros(bsz, n_items)
+    out = weight.new_empty(bsz, n_items)
     out[:, 0] = float("-inf")
     kept: list[torch.Tensor] = []
     work = None if keep else qh.new_empty(qh.shape[0] * min(chunk, max(1, n_items - 1)))
+    target = qh.new_empty(bsz, min(chunk, max(1, n_items - 1)))
     for c0 in range(1, n_items, chunk):
         items = weight[c0 : c0 + chunk]
-        scores = out[:, c0 : c0 + items.shape[0]]
-        pd = _attend_chunk(qh, items, seg, log_count, pad_log, scores, work, keep)
-        scores.addmm_(session, items.t())
+        t = target[:, : items.shape[0]].zero_()  # contiguous: index_add_ into a strided view is slow
+        pd = _attend_chunk(qh, items, seg, log_count, pad_log, t, work, keep)
+        torch.addmm(t, session, items.t(), out=out[:, c0 : c0 + items.shape[0]])
         if keep:
             kept.append(pd)
     return out, kept
@@ -253,7 +254,9 @@ class _PackedTargetScores(torch.autograd.Function):
         # pd rows pair with the values then the queries: d value = p g, d logit = p (x - t) g
         hq = torch.cat([qh[n_units:], qh[:n_units]])
         g_hq = torch.zeros_like(qh) if need_qh else None
-        g_w = torch.zeros_like(weight) if need_w else None
+        g_w = torch.empty_like(weight) if need_w else None  # rows 1.. are written chunk by chunk
+        if g_w is not None:
+            g_w[0] = 0
         g_s = grad_out[:, 1:] @ weight[1:] if need_s else None
         work = None if ctx.kept else qh.new_empty(qh.shape[0] * min(chunk, max(1, n_items - 1)))
         for i, c0 in enumerate(range(1, n_items, chunk)):
