@@ -78,3 +78,14 @@ def test_example_source_batches_cover_each_example_once() -> None:
             got.append((tuple(row[:n]), t))
         assert b.last_items.tolist() == [r[n - 1] for r, n in zip(b.seq.tolist(), b.lengths.tolist())]
     assert sorted(got) == sorted(zip(map(tuple, prefixes), targets))
+
+
+def test_batches_carry_their_packed_positions_and_nodes() -> None:
+    ds = _tiny_dataset()
+    src = ExampleSource.from_dataset(ds, "train", graphs=True)
+    for index in (slice(0, len(src)), torch.tensor([4, 0, 2]), slice(1, 2)):
+        b = src.batch(index)
+        rows, cols = b.mask.nonzero(as_tuple=True)
+        assert b.pos_rows.tolist() == rows.tolist() and b.pos_cols.tolist() == cols.tolist()
+        rows, cols = (b.nodes != 0).nonzero(as_tuple=True)
+        assert b.node_rows.tolist() == rows.tolist() and b.node_cols.tolist() == cols.tolist()

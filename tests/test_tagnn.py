@@ -1,5 +1,6 @@
-"""TAGNN, TAGNN++ (paper) and TAGNN++ (as released): chunked target attention, official padding,
-Adaptive Gradient Clipping, components, defaults, and learning on real Diginetica data."""
+"""TAGNN, TAGNN++ (paper) and TAGNN++ (as released): packed target attention against the previous
+implementation (`tagnn_reference`), official padding, Adaptive Gradient Clipping, components,
+defaults, and learning on real Diginetica data."""
 
 from __future__ import annotations
 
@@ -13,8 +14,16 @@ import torch.nn.functional as F
 from sbrbench.batching import ExampleSource
 from sbrbench.data.dataset import ProcessedDataset, augment_all_prefixes, from_sequences
 from sbrbench.errors import SbrError
+import sbrbench.models.tagnn as tagnn_module
+from sbrbench.batching import Batch, pad_prefixes, session_graphs_packed
 from sbrbench.models import create_model, resolve_config
-from sbrbench.models.tagnn import target_attention_scores, target_attention_scores_naive
+from sbrbench.models.tagnn import node_units, packed_target_scores, plan_chunks
+from sbrbench.models.tagnn_reference import (
+    reference_mode,
+    reference_target_scores,
+    target_attention_scores,
+    target_attention_scores_naive,
+)
 from sbrbench.optim import adaptive_grad_clip_
 
 
@@ -65,6 +74,187 @@ def test_official_padding_changes_the_target_softmax() -> None:
     padded = target_attention_scores(items, q, h, mask, torch.tensor([4.0, 0.0]))
     assert not torch.allclose(masked[0], padded[0])  # row 0 has 4 zero-logit slots in its softmax
     torch.testing.assert_close(masked[1], padded[1])  # row 1 has none
+
+
+# ---- packed target attention against the previous implementation -----------------------------------
+#: Prefixes with repeated items, length-1 prefixes and very different lengths in one batch.
+PREFIXES = [
+    [3],
+    [5, 5, 5, 5, 5, 5, 5],
+    [1, 2, 1, 2, 1, 3],
+    [7],
+    [2, 4, 6, 8, 10, 12, 11, 9, 7, 5, 3, 1, 2, 4, 6, 8, 10, 12, 11, 9, 7, 5, 3, 1, 13, 13, 2],
+    [9, 1],
+    [4, 4],
+    [6, 2, 6, 11, 2, 6],
+]
+
+
+def graph_batch(prefixes: list[list[int]], dtype: torch.dtype = torch.float64, packed: bool = True) -> Batch:
+    """A graph batch of `prefixes` (adjacency in `dtype`); `packed=False` leaves the packed fields None."""
+    items = torch.tensor([x for p in prefixes for x in p])
+    lens = torch.tensor([len(p) for p in prefixes])
+    seq, mask = pad_prefixes(items, torch.cumsum(lens, 0) - lens, lens)
+    nodes, alias, a_in, a_out, node_rows, node_cols = session_graphs_packed(seq, lens, mask)
+    b = Batch(seq, lens, torch.ones_like(lens), mask, nodes, alias, a_in.to(dtype), a_out.to(dtype))
+    if packed:
+        b.pos_rows, b.pos_cols = mask.nonzero(as_tuple=True)
+        b.node_rows, b.node_cols = node_rows, node_cols
+    return b
+
+
+@pytest.mark.parametrize("keep", [True, False])
+@pytest.mark.parametrize("chunk", [1, 5, 0])
+@pytest.mark.parametrize("official", [False, True])
+def test_packed_target_scores_equal_the_previous_form_with_gradients(
+    official: bool, chunk: int, keep: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Distinct items weighted by log-counts == every position; kept or recomputed probabilities."""
+    if not keep:
+        monkeypatch.setattr(tagnn_module, "CPU_MEMORY_BUDGET", 0)
+    gen = torch.Generator().manual_seed(0)
+    b = graph_batch(PREFIXES)
+    n_items, dim = 14, 6
+    f64 = {"generator": gen, "dtype": torch.float64}
+    weight = torch.randn(n_items, dim, **f64).requires_grad_()
+    session = torch.randn(len(b), dim, **f64).requires_grad_()
+    node_h = torch.randn(*b.nodes.shape, dim, **f64).requires_grad_()
+    linear_t = torch.nn.Linear(dim, dim, bias=False).double()
+    n_pad = (30 - b.lengths).clamp(min=0).double() if official else None
+    n_pad = n_pad.index_fill(0, torch.tensor([4]), 0.0) if n_pad is not None else None  # a full row
+    seq_h = node_h.gather(1, b.alias.unsqueeze(2).expand(-1, -1, dim))
+    ref = session @ weight[1:].t() + reference_target_scores(linear_t, weight[1:], seq_h, b.mask, n_pad)
+    units = node_units(node_h, b)
+    assert units.rows.shape[0] == sum(len(set(p)) for p in PREFIXES)
+    h = units.states()
+    new = packed_target_scores(weight, session, linear_t(h), h, units.rows, units.log_count, n_pad, chunk)
+    assert torch.isneginf(new[:, 0]).all()
+    torch.testing.assert_close(new[:, 1:], ref, rtol=1e-12, atol=1e-12)
+    w = torch.randn(len(b), n_items - 1, **f64)
+    inputs = (weight, session, node_h, linear_t.weight)
+    g_new = torch.autograd.grad((new[:, 1:] * w).sum(), inputs)
+    g_ref = torch.autograd.grad((ref * w).sum(), inputs)
+    for a, r in zip(g_new, g_ref):
+        torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
+    assert g_new[0][0].abs().max() == 0  # the padding item is no candidate
+    with torch.no_grad():  # the forward-only path
+        fwd = packed_target_scores(weight, session, linear_t(h), h, units.rows, units.log_count, n_pad, chunk)
+    assert fwd.grad_fn is None
+    torch.testing.assert_close(fwd, new.detach(), rtol=0, atol=0)
+
+
+def test_the_forward_only_path_keeps_nothing_and_the_backward_reuses_kept_probabilities(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+    real = tagnn_module._attend_chunk
+    monkeypatch.setattr(tagnn_module, "_attend_chunk", lambda *a: (calls.append(1), real(*a))[1])
+    gen = torch.Generator().manual_seed(2)
+    weight = torch.randn(40, 4, generator=gen, requires_grad=True)
+    q, h, s = torch.randn(6, 4, generator=gen), torch.randn(6, 4, generator=gen), torch.randn(2, 4, generator=gen)
+    rows = torch.tensor([0, 0, 1, 1, 1, 1])
+    out = packed_target_scores(weight, s, q, h, rows, chunk=8)
+    n_chunks = len(calls)
+    assert n_chunks == 5 and out.grad_fn is not None
+    out.sum().backward()
+    assert len(calls) == n_chunks  # kept: no recomputation
+    monkeypatch.setattr(tagnn_module, "CPU_MEMORY_BUDGET", 0)
+    packed_target_scores(weight, s, q, h, rows, chunk=8).sum().backward()
+    assert len(calls) == 3 * n_chunks  # not kept: recomputed in backward
+    with torch.no_grad():
+        assert packed_target_scores(weight, s, q, h, rows).grad_fn is None
+    assert packed_target_scores(weight.detach(), s, q, h, rows).grad_fn is None
+
+
+def test_plan_chunks_follows_the_memory_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(tagnn_module, "CPU_MEMORY_BUDGET", 512 << 20)
+    chunk, keep = plan_chunks(400, 100, 43097, torch.float32, cpu, 0, True)
+    assert keep and 1 <= chunk <= 43097  # 2 x 400 x 43097 floats = 132 MiB
+    assert not plan_chunks(400, 100, 43097, torch.float32, cpu, 0, False)[1]  # nothing to keep without grad
+    assert not plan_chunks(4000, 100, 43097, torch.float32, cpu, 0, True)[1]  # 1.3 GiB: recompute
+    assert plan_chunks(400, 100, 43097, torch.float32, cpu, 77, True)[0] == 77
+    assert plan_chunks(4, 2, 10, torch.float32, cpu, 0, True)[0] == 10
+
+
+MODEL_VARIANTS = [
+    ("tagnn", {}),
+    ("tagnn", {"padding": "masked"}),
+    ("tagnn", {"hybrid": False}),
+    ("tagnn", {"hybrid": False, "padding": "masked", "drop": "gnn"}),
+    ("tagnnpp", {"heads": 2, "dropout": 0.0}),
+    ("tagnnpp", {"heads": 2, "dropout": 0.0, "hybrid": False}),
+    ("tagnnpp", {"heads": 2, "dropout": 0.0, "drop": "transformer"}),
+    ("tagnnpp-released", {"heads": 2, "dropout": 0.0}),
+    ("tagnnpp-released", {"heads": 2, "dropout": 0.0, "padding": "masked"}),
+    ("tagnnpp-released", {"heads": 2, "dropout": 0.0, "hybrid": True}),
+]
+
+
+@pytest.mark.parametrize("packed_fields", [True, False])
+@pytest.mark.parametrize(("name", "kw"), MODEL_VARIANTS)
+def test_models_score_and_learn_exactly_as_the_previous_implementation(
+    name: str, kw: dict, packed_fields: bool
+) -> None:
+    """Scores and every parameter's gradient (float64) equal the previous padded implementation."""
+    b = graph_batch(PREFIXES, packed=packed_fields)
+    torch.manual_seed(0)
+    model = create_model(name, 14, dim=8, **kw).double().train()
+    if hasattr(model, "len_max"):
+        model.len_max = 25  # the 27-click row gets no padding terms
+    runs = []
+    for ref in (False, True):
+        model.zero_grad(set_to_none=True)
+        if ref:
+            with reference_mode(model):
+                scores = model(b)
+        else:
+            scores = model(b)
+        F.cross_entropy(scores, torch.tensor([2, 3, 4, 5, 6, 7, 8, 9])).backward()
+        runs.append((scores.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (new, g_new), (old, g_old) = runs
+    torch.testing.assert_close(new, old, rtol=1e-10, atol=1e-12)
+    assert set(g_new) == set(g_old) and "target.linear_t.weight" in g_new
+    for k in g_old:
+        scale = g_old[k].abs().max().clamp(min=1e-30)
+        assert (g_new[k] - g_old[k]).abs().max() / scale < 1e-10, k
+    model.eval()
+    with torch.no_grad():
+        fast = model(b)
+        with reference_mode(model):
+            slow = model(b)
+    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["tagnn", "tagnnpp", "tagnnpp-released"])
+def test_the_step_needs_no_host_synchronisation(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No .item()/.tolist()/nonzero()/bool()/int() or boolean-mask indexing in forward and backward."""
+    ds = tiny_dataset()
+    batch = ExampleSource.from_dataset(ds, "train", graphs=True).batch(slice(0, 64))
+    torch.manual_seed(0)
+    model = create_model(name, ds.n_items, dim=8, **({"heads": 2} if name != "tagnn" else {}))
+    model.prepare(ds, ("train",))
+
+    def forbid(what: str):  # noqa: ANN202
+        def raiser(*a: object, **k: object) -> None:
+            raise AssertionError(f"host synchronisation: {what}")
+
+        return raiser
+
+    real_getitem = torch.Tensor.__getitem__
+
+    def getitem(self: torch.Tensor, idx: object) -> torch.Tensor:
+        parts = idx if isinstance(idx, tuple) else (idx,)
+        if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in parts):
+            raise AssertionError("host synchronisation: boolean-mask indexing")
+        return real_getitem(self, idx)
+
+    with monkeypatch.context() as m:
+        for attr in ("item", "tolist", "nonzero", "__bool__", "__int__", "__float__"):
+            m.setattr(torch.Tensor, attr, forbid(attr))
+        m.setattr(torch.Tensor, "__getitem__", getitem)
+        loss = F.cross_entropy(model(batch), batch.targets)
+        loss.backward()
 
 
 # ---- the official code, re-done naively on inputs padded to len_max ------------------------------------

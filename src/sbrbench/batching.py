@@ -41,6 +41,9 @@ class Batch:
         alias (B, L) long node index per position (0 on padding); adj_in, adj_out (B, N, N) float;
         reset (B,) bool (session-parallel sources only): lanes whose session starts at this batch.
         targets may be (B, T), 0-padded, for sources with several targets per example.
+        Packed real units, row-major (R,) long pairs, so that models need no host synchronisation
+        to find them: pos_rows / pos_cols the real positions (Σ lengths of them), node_rows /
+        node_cols the real nodes (graph batches only). None on hand-made batches.
     """
 
     seq: torch.Tensor
@@ -52,6 +55,10 @@ class Batch:
     adj_in: torch.Tensor | None = None
     adj_out: torch.Tensor | None = None
     reset: torch.Tensor | None = None
+    pos_rows: torch.Tensor | None = None
+    pos_cols: torch.Tensor | None = None
+    node_rows: torch.Tensor | None = None
+    node_cols: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.seq.shape[0])
@@ -87,6 +94,13 @@ def session_graphs(
     Nodes are each row's unique items sorted by id; adjacency is binary then normalised by
     in-degree (adj_in, over M^T) and out-degree (adj_out, over M), degree 0 counted as 1.
     """
+    return session_graphs_packed(seq, lengths, mask)[:4]
+
+
+def session_graphs_packed(
+    seq: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """`session_graphs` plus the (row, node) pairs of the real nodes, row-major: (..., node_rows, node_cols)."""
     bsz, seqlen = seq.shape
     device = seq.device
     big = torch.iinfo(seq.dtype).max
@@ -101,7 +115,8 @@ def session_graphs(
     n_nodes = int(node_of_sorted[:, -1].max()) + 1 if bsz else 1
     nodes = torch.zeros(bsz, n_nodes, dtype=seq.dtype, device=device)
     rows = torch.arange(bsz, device=device).unsqueeze(1).expand(bsz, seqlen)
-    nodes[rows[is_new], node_of_sorted[is_new]] = sorted_vals[is_new]
+    node_rows, node_cols = rows[is_new], node_of_sorted[is_new]
+    nodes[node_rows, node_cols] = sorted_vals[is_new]
     alias = torch.empty_like(order)
     alias.scatter_(1, order, node_of_sorted.clamp(min=0))
     alias = alias * mask
@@ -114,15 +129,22 @@ def session_graphs(
     out_deg = adj.sum(2, keepdim=True).clamp_(min=1.0)
     adj_t = adj.transpose(1, 2)
     in_deg = adj_t.sum(2, keepdim=True).clamp_(min=1.0)
-    return nodes, alias, adj_t / in_deg, adj / out_deg
+    return nodes, alias, adj_t / in_deg, adj / out_deg, node_rows, node_cols
 
 
 def make_batch(seq: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, *,
-               graphs: bool = False) -> Batch:
-    """A `Batch`, with the SR-GNN session graph of every prefix when `graphs` is set."""
+               graphs: bool = False, total: int | None = None) -> Batch:
+    """A `Batch` with its packed real positions, and the SR-GNN session graph of every prefix when
+    `graphs` is set. `total` (the number of real clicks, known on the host) avoids a device read."""
     b = Batch(seq=seq, lengths=lengths, targets=targets, mask=mask)
+    if total is None:
+        total = int(lengths.sum()) if lengths.numel() else 0
+    b.pos_rows = torch.repeat_interleave(torch.arange(lengths.shape[0], device=lengths.device), lengths,
+                                         output_size=int(total))
+    first = torch.cumsum(lengths, 0) - lengths
+    b.pos_cols = torch.arange(int(total), device=lengths.device) - first.index_select(0, b.pos_rows)
     if graphs:
-        b.nodes, b.alias, b.adj_in, b.adj_out = session_graphs(seq, lengths, mask)
+        b.nodes, b.alias, b.adj_in, b.adj_out, b.node_rows, b.node_cols = session_graphs_packed(seq, lengths, mask)
     return b
 
 
@@ -239,7 +261,7 @@ class ExampleSource:
             target = self.items[torch.where(ok, pos, 0)] * ok
         else:
             target = self.target[index]
-        return make_batch(seq, length, target, mask, graphs=self.graphs)
+        return make_batch(seq, length, target, mask, graphs=self.graphs, total=int(lengths_host.sum()))
 
     def batches(
         self, batch_size: int, *, generator: torch.Generator | None = None, skip: int = 0
@@ -302,7 +324,7 @@ class RandomCutSource:
             hist = torch.as_tensor(h, device=self.items.device)
             seq, mask = pad_prefixes(self._flat, start, hist, int(h.max()))
             target = self._flat[torch.as_tensor(self._start[idx] + k, device=self.items.device)]
-            yield make_batch(seq, hist, target, mask, graphs=self.graphs)
+            yield make_batch(seq, hist, target, mask, graphs=self.graphs, total=int(h.sum()))
 
 
 class SessionParallelSource:

@@ -2,12 +2,14 @@ r"""TAGNN (Yu et al., SIGIR 2020), faithful to the official code (CRIPAC-DIG/TAG
 
 The reusable pieces live here (TAGNN++ and its released variant import them):
 
-* `target_attention_scores`: the target-attention term of every candidate item, computed in chunks
-  of the catalogue by a custom autograd function so that neither the forward nor the backward
-  pass ever holds the naive B x |V| x L tensors (`target_attention_scores_naive` is the
-  reference used by the tests and the benchmark);
+* `packed_target_scores`: every candidate's score, session term plus target-attention term,
+  computed over the batch's real attention units only (`AttentionUnits`: distinct items with a
+  log-count, or click positions), packed across the batch, chunked over the catalogue;
 * `TargetAttention`: `W_t` plus that scorer; `TagnnReadout`: the softmax-attention readout;
 * `official_pad_counts` / `pad_node_state`: the analytic emulation of the official padding.
+
+The previous implementation (every padded position, recomputing backward) is kept in
+`tagnn_reference` as the reference of the tests and the benchmark.
 
 TAGNN maths (hidden states `h_i` of the prefix's clicks after the gated graph cell, item
 embeddings `v_j` of layer 0, `h_t` the last click):
@@ -18,6 +20,26 @@ embeddings `v_j` of layer 0, `h_t` the last click):
 
     \beta_{ji} = \mathrm{softmax}_i(v_j^\top W_t h_i), \quad
     \mathrm{score}_j = (s + \textstyle\sum_i \beta_{ji} h_i)^\top v_j
+
+How the scores are computed. Clicks of the same item have the same hidden state (they gather the
+same graph node), so with the prefix's distinct items r (multiplicity m_r, state h_r,
+q_r = W_t h_r) and P padded positions of logit 0 and value 0 (official padding):
+
+.. math::
+    \mathrm{score}_j = s^\top v_j + \frac{\sum_r m_r e^{a_{rj}} x_{rj}}{P + \sum_r m_r e^{a_{rj}}},
+    \qquad a_{rj} = v_j^\top q_r,\; x_{rj} = v_j^\top h_r
+
+i.e. a softmax over the units with logits a_rj + log m_r and one extra slot of logit log P. The
+(B, |V|, d) targets are never formed: each candidate costs 2 R_b dot products of length d for a
+row with R_b distinct items (instead of 2 L_max + 2 before); an exact form cannot do with
+fewer, since every a_rj and x_rj enters the softmax non-linearly. The R = sum_b R_b units of a batch are
+packed into one (2R, d) matrix [q; h]; per chunk of C candidates one product gives the (2R, C)
+logits and values, the per-row maxima and sums are `scatter_reduce_` / `index_add_` over the row
+index (no padding, no host synchronisation), and the session term is one `addmm_` into the
+output. The backward pass needs, per chunk, p_rj g_bj (gradient of the values) and
+p_rj (x_rj - t_bj) g_bj (gradient of the logits): the forward pass keeps p and p (x - t)
+when 2 R |V| values fit in half the memory budget (`plan_chunks`), so the backward pass is two
+products per chunk, and recomputes them otherwise. Without gradients nothing is kept.
 """
 
 from __future__ import annotations
@@ -26,7 +48,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sbrbench.errors import SbrError
@@ -40,158 +61,280 @@ if TYPE_CHECKING:
     from sbrbench.data.dataset import ProcessedDataset
 
 PADDING_MODES = ("official", "masked")
-#: Elements of one chunk's (B, L, C) work tensors when the chunk size is automatic (32 MiB in fp32).
-CHUNK_ELEMENTS = 1 << 23
+#: Memory the target attention may use on CPU: stored probabilities plus one chunk's work tensors.
+CPU_MEMORY_BUDGET = 512 << 20
+#: Fraction of the free CUDA memory (`torch.cuda.mem_get_info`) the target attention may use.
+CUDA_MEMORY_FRACTION = 0.5
+#: Elements of one chunk's (2R, C) work matrix on CPU: small enough to stay in the cache.
+CPU_CHUNK_ELEMENTS = 1 << 19
 
 
 # ---- target attention -----------------------------------------------------------------------------
-def auto_chunk(batch: int, seqlen: int, n_items: int, elements: int = CHUNK_ELEMENTS) -> int:
-    """Items per chunk so that one chunk's (B, L, C) tensors hold about `elements` values each."""
-    return max(1, min(n_items, elements // max(1, batch * seqlen)))
+@dataclass
+class AttentionUnits:
+    """The real attention units of a batch, packed: unit r is `hidden[rows[r], cols[r]]`.
+
+    A unit is a distinct item of a prefix (a graph node: every click of that item has its hidden
+    state, so one unit with `log_count` = log(multiplicity) stands for all of them) or a click
+    position (states differ per position: `log_count` None). `rows` (R,) are the batch rows.
+    """
+
+    hidden: torch.Tensor  # (B, N, d)
+    rows: torch.Tensor  # (R,) long
+    cols: torch.Tensor  # (R,) long
+    log_count: torch.Tensor | None = None  # (R,)
+
+    def states(self) -> torch.Tensor:
+        """(R, d) hidden state of every unit (one `index_select`; its backward is an `index_add_`)."""
+        bsz, n, dim = self.hidden.shape
+        return self.hidden.reshape(bsz * n, dim).index_select(0, self.rows * n + self.cols)
 
 
-class _ChunkedTargetAttention(torch.autograd.Function):
-    """sum_i softmax_i(q[b,i] . v_j + bias[b,i]) (h[b,i] . v_j), chunked over the items j.
+def node_units(hidden: torch.Tensor, batch: Batch, offset: int = 0) -> AttentionUnits:
+    """The distinct items of every prefix as units, weighted by their number of clicks.
 
-    `bias` (B, L, 1) is 0 on real positions, -inf on masked ones (and log(n) on a zero slot that
-    stands for n padded positions). Only the inputs and the (B, J) output are saved; the backward
-    pass recomputes each chunk's probabilities, so both passes hold O(B L C) memory per chunk.
+    `hidden` (B, N + offset, d) holds node k of row b at column k + offset (the released TAGNN++
+    prepends a padding slot: offset 1). Rows and columns come from the batch's session graphs
+    (`Batch.node_rows` / `node_cols`, no host synchronisation) or, for hand-made batches, from
+    `nodes != 0`.
+    """
+    assert batch.nodes is not None and batch.alias is not None
+    if batch.node_rows is not None and batch.node_cols is not None:
+        rows, cols = batch.node_rows, batch.node_cols
+    else:
+        rows, cols = (batch.nodes != 0).nonzero(as_tuple=True)
+    alias = batch.alias + offset if offset else batch.alias
+    counts = hidden.new_zeros(hidden.shape[0], hidden.shape[1]).scatter_add_(1, alias, batch.mask.to(hidden.dtype))
+    cols = cols + offset if offset else cols
+    log_count = counts.view(-1).index_select(0, rows * hidden.shape[1] + cols).log_()
+    return AttentionUnits(hidden, rows, cols, log_count)
+
+
+def position_units(hidden: torch.Tensor, batch: Batch) -> AttentionUnits:
+    """The real click positions of every prefix as units (`hidden` (B, L, d))."""
+    if batch.pos_rows is not None and batch.pos_cols is not None:
+        rows, cols = batch.pos_rows, batch.pos_cols
+    else:
+        rows, cols = batch.mask.nonzero(as_tuple=True)
+    return AttentionUnits(hidden, rows, cols, None)
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes the target attention may use: a fixed budget on CPU, half the free memory on CUDA."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * CUDA_MEMORY_FRACTION)
+    return CPU_MEMORY_BUDGET
+
+
+def plan_chunks(
+    n_units: int, bsz: int, n_items: int, dtype: torch.dtype, device: torch.device, chunk: int, need_grad: bool
+) -> tuple[int, bool]:
+    """(candidates per chunk, whether to keep the probabilities for the backward pass).
+
+    Keeping them costs 2 R |V| values (R packed units); they are kept when that takes at most half
+    the memory budget (`memory_budget`), else the backward pass recomputes each chunk. A chunk's
+    work tensors take about (3R + 4B) C values: on CUDA the chunk is as large as the rest of the
+    budget allows (fewer kernels), on CPU it is sized to stay in the cache (`CPU_CHUNK_ELEMENTS`).
+    """
+    esize = torch.empty((), dtype=dtype).element_size()
+    budget = memory_budget(device)
+    keep_bytes = 2 * n_units * n_items * esize
+    keep = need_grad and keep_bytes <= budget // 2
+    if chunk <= 0:
+        if device.type == "cuda":
+            left = budget - (keep_bytes if keep else 0)
+            chunk = left // ((3 * n_units + 4 * bsz) * esize)
+        else:
+            chunk = CPU_CHUNK_ELEMENTS // max(1, 2 * n_units)
+    return max(1, min(n_items, int(chunk))), keep
+
+
+def _attend_chunk(
+    qh: torch.Tensor,
+    items: torch.Tensor,
+    seg: torch.Tensor,
+    log_count: torch.Tensor | None,
+    pad_log: torch.Tensor | None,
+    target: torch.Tensor,
+    work: torch.Tensor | None,
+    want_delta: bool,
+) -> torch.Tensor:
+    """One chunk of candidates `items` (C, d) attending over the R packed units.
+
+    `qh` (2R, d) stacks the queries q_r over the values h_r. Adds the target term
+    t_bj = sum_r p_rj x_rj into `target` (B, C, zero on entry; may be a view of the output).
+    Returns `pd` (2R, C), whose first R rows are the probabilities p_rj and last R rows
+    p_rj x_rj, or with `want_delta` the softmax Jacobian factor p_rj (x_rj - t_bj). `work`
+    (>= 2RC values) is reused for `pd` when given.
+    """
+    n_units, n_cand, bsz = seg.shape[0], items.shape[0], target.shape[0]
+    if work is not None:
+        pd = torch.mm(qh, items.t(), out=work[: 2 * n_units * n_cand].view(2 * n_units, n_cand))
+    else:
+        pd = qh @ items.t()
+    logit, value = pd[:n_units], pd[n_units:]
+    if log_count is not None:
+        logit.add_(log_count.unsqueeze(1))
+    if pad_log is not None:  # the padded positions: one slot of logit log(n_pad) and value 0
+        top = pad_log.unsqueeze(1).repeat(1, n_cand)  # a copy: `top` is updated in place
+    else:
+        top = logit.new_full((bsz, n_cand), float("-inf"))
+    top.scatter_reduce_(0, seg.unsqueeze(1).expand(n_units, n_cand), logit, "amax")
+    logit.sub_(top.index_select(0, seg)).exp_()
+    if pad_log is not None:
+        denom = top.neg_().add_(pad_log.unsqueeze(1)).exp_()
+    else:
+        denom = top.zero_()
+    denom.index_add_(0, seg, logit)
+    prob = logit.div_(denom.index_select(0, seg))
+    value.mul_(prob)
+    target.index_add_(0, seg, value)
+    if want_delta:
+        value.addcmul_(prob, target.index_select(0, seg), value=-1.0)
+    return pd
+
+
+def _packed_forward(
+    weight: torch.Tensor,
+    session: torch.Tensor,
+    qh: torch.Tensor,
+    seg: torch.Tensor,
+    log_count: torch.Tensor | None,
+    pad_log: torch.Tensor | None,
+    chunk: int,
+    keep: bool,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Scores (B, n_items) and, with `keep`, every chunk's `pd` (see `_attend_chunk`)."""
+    n_items, bsz = weight.shape[0], session.shape[0]
+    out = weight.new_empty(bsz, n_items)
+    out[:, 0] = float("-inf")
+    kept: list[torch.Tensor] = []
+    work = None if keep else qh.new_empty(qh.shape[0] * min(chunk, max(1, n_items - 1)))
+    target = qh.new_empty(bsz, min(chunk, max(1, n_items - 1)))
+    for c0 in range(1, n_items, chunk):
+        items = weight[c0 : c0 + chunk]
+        t = target[:, : items.shape[0]].zero_()  # contiguous: index_add_ into a strided view is slow
+        pd = _attend_chunk(qh, items, seg, log_count, pad_log, t, work, keep)
+        torch.addmm(t, session, items.t(), out=out[:, c0 : c0 + items.shape[0]])
+        if keep:
+            kept.append(pd)
+    return out, kept
+
+
+class _PackedTargetScores(torch.autograd.Function):
+    """Scores s_b . v_j + sum_r p_rj (v_j . h_r) over packed units, chunked over the items j.
+
+    Forward keeps each chunk's probabilities (and p (x - t)) when `keep`, so the backward pass
+    is two matrix products per chunk; otherwise the backward pass recomputes them.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, items: torch.Tensor, queries: torch.Tensor, values: torch.Tensor, bias: torch.Tensor, chunk: int
+        ctx: Any,
+        weight: torch.Tensor,
+        session: torch.Tensor,
+        qh: torch.Tensor,
+        seg: torch.Tensor,
+        log_count: torch.Tensor | None,
+        pad_log: torch.Tensor | None,
+        chunk: int,
+        keep: bool,
     ) -> torch.Tensor:
-        bsz, seqlen, dim = queries.shape
-        q = queries.reshape(bsz * seqlen, dim)
-        h = values.reshape(bsz * seqlen, dim)
-        out = queries.new_empty(bsz, items.shape[0])
-        for c0 in range(0, items.shape[0], chunk):
-            v = items[c0 : c0 + chunk].t()
-            p = torch.softmax((q @ v).view(bsz, seqlen, -1).add_(bias), 1)
-            out[:, c0 : c0 + v.shape[1]] = (p.mul_((h @ v).view(bsz, seqlen, -1))).sum(1)
-        ctx.save_for_backward(items, queries, values, bias, out)
-        ctx.chunk = chunk
+        out, kept = _packed_forward(weight, session, qh, seg, log_count, pad_log, chunk, keep)
+        ctx.save_for_backward(weight, session, qh, seg, log_count, pad_log)
+        ctx.kept, ctx.chunk = kept, chunk
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        items, queries, values, bias, out = ctx.saved_tensors
-        bsz, seqlen, dim = queries.shape
-        q = queries.reshape(bsz * seqlen, dim)
-        h = values.reshape(bsz * seqlen, dim)
-        need_items, need_q, need_h = ctx.needs_input_grad[:3]
-        g_items = torch.empty_like(items) if need_items else None
-        g_q = torch.zeros_like(q) if need_q else None
-        g_h = torch.zeros_like(h) if need_h else None
-        for c0 in range(0, items.shape[0], ctx.chunk):
-            v = items[c0 : c0 + ctx.chunk]
-            c1 = c0 + v.shape[0]
-            p = torch.softmax((q @ v.t()).view(bsz, seqlen, -1).add_(bias), 1)
-            g = grad_out[:, c0:c1].unsqueeze(1)
-            # d out / d value_i = p_i g;  d out / d logit_i = p_i (value_i - out) g
-            d_val = p.mul_(g)
-            d_logit = (h @ v.t()).view(bsz, seqlen, -1).sub_(out[:, c0:c1].unsqueeze(1)).mul_(d_val)
-            d_val2, d_logit2 = d_val.view(bsz * seqlen, -1), d_logit.view(bsz * seqlen, -1)
-            if g_q is not None:
-                g_q.addmm_(d_logit2, v)
-            if g_h is not None:
-                g_h.addmm_(d_val2, v)
-            if g_items is not None:
-                torch.addmm(d_logit2.t() @ q, d_val2.t(), h, out=g_items[c0:c1])
-        return (
-            g_items,
-            g_q.view(bsz, seqlen, dim) if g_q is not None else None,
-            g_h.view(bsz, seqlen, dim) if g_h is not None else None,
-            None,
-            None,
-        )
+        weight, session, qh, seg, log_count, pad_log = ctx.saved_tensors
+        need_w, need_s, need_qh = ctx.needs_input_grad[:3]
+        n_items, bsz, n_units, chunk = weight.shape[0], session.shape[0], seg.shape[0], ctx.chunk
+        # pd rows pair with the values then the queries: d value = p g, d logit = p (x - t) g
+        hq = torch.cat([qh[n_units:], qh[:n_units]])
+        g_hq = torch.zeros_like(qh) if need_qh else None
+        g_w = torch.empty_like(weight) if need_w else None  # rows 1.. are written chunk by chunk
+        if g_w is not None:
+            g_w[0] = 0
+        g_s = grad_out[:, 1:] @ weight[1:] if need_s else None
+        work = None if ctx.kept else qh.new_empty(qh.shape[0] * min(chunk, max(1, n_items - 1)))
+        for i, c0 in enumerate(range(1, n_items, chunk)):
+            items = weight[c0 : c0 + chunk]
+            n_cand = items.shape[0]
+            if ctx.kept:
+                pd = ctx.kept[i]
+            else:
+                target = qh.new_zeros(bsz, n_cand)
+                pd = _attend_chunk(qh, items, seg, log_count, pad_log, target, work, True)
+            g = grad_out[:, c0 : c0 + n_cand]
+            dd = (pd.view(2, n_units, n_cand) * g.index_select(0, seg).unsqueeze(0)).view(2 * n_units, n_cand)
+            if g_hq is not None:
+                g_hq.addmm_(dd, items)
+            if g_w is not None:
+                torch.addmm(g.t() @ session, dd.t(), hq, out=g_w[c0 : c0 + n_cand])
+        g_qh = torch.cat([g_hq[n_units:], g_hq[:n_units]]) if g_hq is not None else None
+        return g_w, g_s, g_qh, None, None, None, None, None
 
 
-def target_attention_scores(
-    items: torch.Tensor,
+def packed_target_scores(
+    weight: torch.Tensor,
+    session: torch.Tensor,
     queries: torch.Tensor,
     values: torch.Tensor,
-    mask: torch.Tensor,
+    rows: torch.Tensor,
+    log_count: torch.Tensor | None = None,
     n_pad: torch.Tensor | None = None,
     chunk: int = 0,
 ) -> torch.Tensor:
-    r"""TAGNN's target term :math:`\sum_i \mathrm{softmax}_i(v_j \cdot q_{bi})\,(v_j \cdot h_{bi})` for every item j.
+    r"""TAGNN scores of every item: :math:`s_b \cdot v_j + \sum_r eta_{rj} (v_j \cdot h_r)`, column 0 -inf.
 
-    This equals :math:`\mathrm{target}_{bj} \cdot v_j` with the official
-    :math:`\mathrm{target}_{bj} = \sum_i \beta_{bji} h_{bi}`, without building the (B, J, d) targets.
+    :math:`eta_{rj} = \mathrm{softmax}_r(v_j \cdot q_r + \log m_r)` over the units r of row b
+    (plus, with `n_pad`, one slot of logit log(n_pad_b) and value 0 standing for the official
+    code's padded positions). A unit of multiplicity m_r stands for m_r positions with equal
+    hidden states, so this equals TAGNN's softmax over every click position. The (B, |V|, d)
+    targets are never built and padded positions cost nothing.
 
     Args:
-        items: (J, d) candidate embeddings v_j.
-        queries: (B, L, d) attention queries (official: W_t h, zero on padding).
-        values: (B, L, d) hidden states h (zero on padding).
-        mask: (B, L) bool, the real positions (masked ones take no part in the softmax).
-        n_pad: (B,) or None: extra positions of logit 0 and value 0 in each softmax (the official
-            code's padding up to `len_max`), handled as one zero slot of logit log(n_pad).
-        chunk: items per chunk (0: automatic, see `auto_chunk`).
+        weight: (n_items, d) item embeddings; candidates are rows 1.. (row 0 is padding).
+        session: (B, d) session representations s_b.
+        queries, values: (R, d) packed units q_r = W_t h_r and h_r.
+        rows: (R,) batch row of every unit.
+        log_count: (R,) log multiplicity, or None (all 1).
+        n_pad: (B,) or None: padded positions in each softmax (official padding).
+        chunk: candidates per chunk (0: `plan_chunks`).
 
-    Returns:
-        (B, J) scores; memory O(B L C) per chunk in both passes.
+    Without gradients (eval mode, `torch.no_grad()`) nothing is kept for a backward pass.
     """
-    bsz, seqlen, dim = queries.shape
-    bias = torch.zeros(bsz, seqlen, 1, dtype=queries.dtype, device=queries.device)
-    bias.masked_fill_(~mask.unsqueeze(2), float("-inf"))
-    if n_pad is not None:
-        z = queries.new_zeros(bsz, 1, dim)
-        queries, values = torch.cat([queries, z], 1), torch.cat([values, z], 1)
-        bias = torch.cat([bias, torch.log(n_pad.to(bias.dtype)).view(bsz, 1, 1)], 1)
-        seqlen += 1
-    if chunk <= 0:
-        chunk = auto_chunk(bsz, seqlen, items.shape[0])
-    return _ChunkedTargetAttention.apply(items, queries, values, bias, int(chunk))
-
-
-def target_attention_scores_naive(
-    items: torch.Tensor,
-    queries: torch.Tensor,
-    values: torch.Tensor,
-    mask: torch.Tensor,
-    n_pad: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Reference form of `target_attention_scores`, materialising B x J x L (tests, benchmarks).
-
-    With `n_pad`, padding positions are appended explicitly (queries and values 0) as the official
-    code does, then everything takes part in one softmax exactly as in `compute_scores`.
-    """
-    real = mask.unsqueeze(2).to(queries.dtype)
-    queries, values, present = queries * real, values * real, mask
-    if n_pad is not None:
-        extra = int(n_pad.max()) if n_pad.numel() else 0
-        z = queries.new_zeros(queries.shape[0], extra, queries.shape[2])
-        queries, values = torch.cat([queries, z], 1), torch.cat([values, z], 1)
-        pos = torch.arange(extra, device=mask.device)
-        present = torch.cat([mask, pos.unsqueeze(0) < n_pad.to(mask.device).unsqueeze(1)], 1)
-    logits = items @ queries.transpose(1, 2)  # (B, J, L)
-    logits = logits.masked_fill(~present.unsqueeze(1), float("-inf"))
-    beta = F.softmax(logits, -1)
-    target = beta @ values  # (B, J, d)
-    return (target * items.unsqueeze(0)).sum(-1)
+    qh = torch.cat([queries, values])
+    pad_log = torch.log(n_pad.to(qh.dtype)) if n_pad is not None else None
+    need_grad = torch.is_grad_enabled() and (weight.requires_grad or session.requires_grad or qh.requires_grad)
+    chunk, keep = plan_chunks(
+        rows.shape[0], session.shape[0], weight.shape[0] - 1, qh.dtype, qh.device, chunk, need_grad
+    )
+    if not need_grad:
+        with torch.no_grad():
+            return _packed_forward(weight, session, qh, rows, log_count, pad_log, chunk, False)[0]
+    return _PackedTargetScores.apply(weight, session, qh, rows, log_count, pad_log, chunk, keep)
 
 
 class TargetAttention(nn.Module):
-    """TAGNN's target attention: `W_t` (no bias) and the chunked scorer over the catalogue."""
+    """TAGNN's target attention: `W_t` (no bias) and the packed scorer over the catalogue.
+
+    `reference = True` (not a hyper-parameter, see `tagnn_reference.reference_mode`) switches
+    to the previous implementation over every padded position, for tests and benchmarks.
+    """
 
     def __init__(self, dim: int, chunk: int = 0) -> None:
         super().__init__()
         self.linear_t = nn.Linear(dim, dim, bias=False)
         self.chunk = chunk
+        self.reference = False
         self_init(self)
 
     def reset_parameters(self) -> None:
         """`W_t` with `nn.Linear`'s default."""
         self.linear_t.reset_parameters()
-
-    def forward(
-        self, items: torch.Tensor, seq_hidden: torch.Tensor, mask: torch.Tensor, n_pad: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Target term (B, J) of items (J, d) for hidden states (B, L, d) with real positions `mask`."""
-        h = seq_hidden * mask.unsqueeze(2).to(seq_hidden.dtype)
-        return target_attention_scores(items, self.linear_t(h), h, mask, n_pad, self.chunk)
 
 
 # ---- readout --------------------------------------------------------------------------------------
@@ -284,15 +427,27 @@ def target_aware_scores(
     session: torch.Tensor,
     weight: torch.Tensor,
     target: TargetAttention | None,
+    units: AttentionUnits,
     seq_hidden: torch.Tensor,
     mask: torch.Tensor,
     n_pad: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(B, n_items) scores `(s + target_j) . v_j` over items 1.. of `weight`; column 0 is -inf."""
+    """(B, n_items) scores `(s + target_j) . v_j` over items 1.. of `weight`; column 0 is -inf.
+
+    The target term attends over `units` (`packed_target_scores`); with `target.reference` it
+    runs the previous implementation over every position of `seq_hidden` (B, L, d) instead.
+    """
+    if target is not None and not target.reference:
+        h = units.states()
+        return packed_target_scores(
+            weight, session, target.linear_t(h), h, units.rows, units.log_count, n_pad, target.chunk
+        )
     items = weight[1:]
     scores = session @ items.t()
     if target is not None:
-        scores = scores + target(items, seq_hidden, mask, n_pad)
+        from sbrbench.models.tagnn_reference import reference_target_scores
+
+        scores = scores + reference_target_scores(target.linear_t, items, seq_hidden, mask, n_pad, target.chunk)
     return torch.cat([scores.new_full((scores.shape[0], 1), float("-inf")), scores], 1)
 
 
@@ -370,8 +525,9 @@ class TAGNN(GatedSessionModel):
     prefix instead); longer prefixes get no padding terms. Without `prepare()` the batch's longest
     prefix is used.
 
-    Deliberate differences: the target attention is computed in catalogue chunks by a custom
-    autograd function (identical values, bounded memory: `target_attention_scores`); the unused
+    Deliberate differences: the target attention runs over each prefix's distinct items weighted
+    by their click counts, packed across the batch and chunked over the catalogue (identical
+    values, see the module docstring: `packed_target_scores`); the unused
     `linear_edge_f` of the official GNN is not created; padding nodes are not graph nodes; scores
     keep column 0 (-inf) instead of slicing `weight[1:]`; the learning rate decays after each
     epoch (the official `scheduler.step()` at the start of each epoch decays one epoch early
@@ -400,10 +556,14 @@ class TAGNN(GatedSessionModel):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Scores (B, n_items) against the layer-0 item embeddings; column 0 is -inf."""
-        seq_hidden = gather_positions(self.node_states(batch), batch.alias)
+        hidden = self.node_states(batch)
+        seq_hidden = gather_positions(hidden, batch.alias)
         n_pad, pad_hidden = self.padding_terms(batch, seq_hidden.dtype)
         session = self.readout(seq_hidden, batch.mask, batch.lengths, pad_hidden, n_pad)
-        return target_aware_scores(session, self.embedding.weight, self.target, seq_hidden, batch.mask, n_pad)
+        units = node_units(hidden, batch)
+        return target_aware_scores(
+            session, self.embedding.weight, self.target, units, seq_hidden, batch.mask, n_pad
+        )
 
 
 TagnnCode = register_variant(

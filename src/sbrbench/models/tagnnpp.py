@@ -17,7 +17,13 @@ from torch import nn
 from sbrbench.errors import SbrError
 from sbrbench.models.base import Model, dropped, register_model
 from sbrbench.models.layers import GatedGraphCell, overwritten_init, uniform_init_
-from sbrbench.models.tagnn import TagnnReadout, TargetAttention, gather_positions, target_aware_scores
+from sbrbench.models.tagnn import (
+    TagnnReadout,
+    TargetAttention,
+    gather_positions,
+    position_units,
+    target_aware_scores,
+)
 from sbrbench.optim import adaptive_grad_clip_
 
 if TYPE_CHECKING:
@@ -135,7 +141,8 @@ class TAGNNPP(Model):
         """Scores (B, n_items) against the layer-0 item embeddings; column 0 is -inf."""
         seq = self.sequence_states(batch)
         session = self.readout(seq, batch.mask, batch.lengths)
-        return target_aware_scores(session, self.embedding.weight, self.target, seq, batch.mask)
+        units = position_units(seq, batch)  # the encoder gives every click its own state
+        return target_aware_scores(session, self.embedding.weight, self.target, units, seq, batch.mask)
 
     def clip_gradients(self) -> None:
         """Adaptive Gradient Clipping of every parameter (unless `agc` is dropped)."""

@@ -22,6 +22,7 @@ from sbrbench.models.tagnn import (
     TargetAttention,
     check_padding,
     gather_positions,
+    node_units,
     target_aware_scores,
 )
 from sbrbench.models.tagnnpp import check_heads
@@ -139,15 +140,18 @@ class TAGNNPPReleased(GatedSessionModel):
         """Scores (B, n_items) against the layer-0 item embeddings; column 0 is -inf."""
         hidden = self.node_states(batch)
         n_pad, pad_hidden = self.padding_terms(batch, hidden.dtype)
-        alias = batch.alias
+        alias, offset = batch.alias, 0
         if self.block is not None:
             if n_pad is not None:
                 assert pad_hidden is not None and n_pad is not None
                 hidden = torch.cat([pad_hidden.expand(hidden.shape[0], 1, -1), hidden], 1)
                 hidden = self.block(hidden, first_absent=n_pad == 0)
-                pad_hidden, alias = hidden[:, 0], alias + 1
+                pad_hidden, alias, offset = hidden[:, 0], alias + 1, 1
             else:
                 hidden = self.block(hidden)
         seq_hidden = gather_positions(hidden, alias)
         session = self.readout(seq_hidden, batch.mask, batch.lengths, pad_hidden, n_pad)
-        return target_aware_scores(session, self.embedding.weight, self.target, seq_hidden, batch.mask, n_pad)
+        units = node_units(hidden, batch, offset)
+        return target_aware_scores(
+            session, self.embedding.weight, self.target, units, seq_hidden, batch.mask, n_pad
+        )
