@@ -15,14 +15,15 @@ def test_tagnnpp_table3_rows_are_the_papers_ablation_variants() -> None:
     spec = TABLES.get("tagnnpp-table3")
     entries = {e.label: e for e in spec.entries()}
     assert set(entries) == {"tagnnpp", "tagnnpp-no_agc", "tagnnpp-no_gnn", "tagnnpp-no_posemb",
-                            "tagnnpp-no_transformer"}
+                            "tagnnpp-no_transformer", "tagnnpp-agc_all"}
     from sbrbench.models import MODELS
 
     comps = MODELS.get("tagnnpp").components
     for label, e in entries.items():
         assert e.model == "tagnnpp"
-        if label != "tagnnpp":
+        if label.startswith("tagnnpp-no_"):
             assert dict(e.overrides)["drop"] in comps
+    assert dict(entries["tagnnpp-agc_all"].overrides) == {"agc_scope": "all"}
 
 
 def test_claims_compare_our_gain_with_the_papers() -> None:
@@ -57,7 +58,8 @@ def test_reproduce_tagnnpp_table3_ci(diginetica, tmp_path: Path) -> None:
     for label, r in rows.items():
         cfg = json.loads((Path(r["run_dir"]) / "config.json").read_text())
         assert cfg["model"] == "tagnnpp" and cfg["dataset"] == "diginetica-top1000"
-        assert cfg["hparams"]["drop"] == ("" if label == "tagnnpp" else label.split("no_")[1])
+        assert cfg["hparams"]["drop"] == (label.split("no_")[1] if "no_" in label else "")
+        assert cfg["hparams"]["agc_scope"] == ("all" if label == "tagnnpp-agc_all" else "no-classifier")
         # Diginetica's per-dataset defaults reach the derived subset: 8 heads, dim 120 (paper)
         assert cfg["hparams"]["heads"] == 8 and cfg["hparams"]["dim"] == 120
         assert r["epochs"] == 1 and r["train_examples"] == 10_000 and r["data"] == "top 1000 items"

@@ -16,6 +16,7 @@ from sbrbench.metrics import DEFAULT_KS
 
 SELECT_CHOICES = ("valid", "test")
 LR_SCHEDULES = ("epoch-end", "epoch-start")
+STOPPING_RULES = ("metric", "official")
 
 
 @dataclass
@@ -25,6 +26,11 @@ class TrainOptions:
     `lr_schedule`: `epoch-end` steps the StepLR schedule after each epoch (first decay after
     `lr_dc_step` epochs); `epoch-start` steps it at the start of each epoch, as code written for
     PyTorch >= 1.1 that calls `scheduler.step()` first does (first decay after `lr_dc_step - 1`).
+
+    `stopping`: `metric` stops after `patience` epochs in a row without a gain in the selection
+    metric; `official` is what the SR-GNN, TAGNN and GCE-GNN code does: an epoch counts as improving
+    when HR@K *or* MRR@K (K of the selection metric) is >= its best so far, and the run stops once
+    `patience` epochs in total (the counter is never reset) did not improve.
     """
 
     epochs: int = 30
@@ -36,6 +42,7 @@ class TrainOptions:
     patience: int = 10
     eval_batch_size: int = 500
     lr_schedule: str = "epoch-end"
+    stopping: str = "metric"
 
 
 @dataclass

@@ -58,7 +58,8 @@ def score_examples(model: Model, source: ExampleSource, batch_size: int, device:
 
 def evaluation_source(model: Model, dataset: ProcessedDataset, split: str, device: str,
                       items: Any = None) -> ExampleSource:
-    """The examples of `split` as the model reads them (with session graphs when it needs them).
+    """The examples of `split` as the model reads them (with session graphs when it needs them);
+    the model is told which split it is about to score (`Model.evaluation_split`).
 
     Targets per example are the protocol's (`dataset.info["eval_targets"]`): `next` (one, the
     default) or `remaining` (every following item of the session, as ComiRec evaluates).
@@ -66,6 +67,7 @@ def evaluation_source(model: Model, dataset: ProcessedDataset, split: str, devic
     targets = str(dataset.info.get("eval_targets", "next"))
     if targets not in EVAL_TARGETS:
         raise DataError(unknown_name_message("kind of evaluation targets", targets, list(EVAL_TARGETS)))
+    model.evaluation_split(dataset, split)
     return ExampleSource.from_dataset(dataset, split, device, graphs=model.needs_graph, items=items,
                                       targets=targets)
 

@@ -212,6 +212,14 @@ class RunDir:
             w.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
         atomic_write_text(self.history_path, buf.getvalue())
 
+    def read_history(self) -> list[dict[str, str]]:
+        """`history.csv` rows (strings), [] when absent or unreadable."""
+        try:
+            with open(self.history_path, encoding="utf-8", newline="") as fh:
+                return list(csv.DictReader(fh))
+        except (OSError, csv.Error):
+            return []
+
     def write_env(self, env: dict[str, Any]) -> None:
         atomic_write_json(self.env_path, env)
 
@@ -221,6 +229,50 @@ class RunDir:
             env = json.loads(self.env_path.read_text(encoding="utf-8"))
             env["end_time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             atomic_write_json(self.env_path, env)
+
+    @property
+    def running_path(self) -> Path:
+        return self.path / "running.json"
+
+    def mark_running(self) -> None:
+        """Say that this process is training the run now (removed by `clear_running`)."""
+        atomic_write_json(self.running_path, {"pid": os.getpid(), "host": socket.gethostname(),
+                                              "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+    def clear_running(self) -> None:
+        self.running_path.unlink(missing_ok=True)
+
+    def is_running(self) -> bool:
+        """True while a live process on this host trains the run (a killed one leaves a stale mark)."""
+        try:
+            mark = json.loads(self.running_path.read_text(encoding="utf-8"))
+            if mark.get("host") != socket.gethostname():
+                return True  # another machine's run: assume it is alive
+            os.kill(int(mark["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return True
+
+    def status(self) -> str:
+        """complete / failed / interrupted / running / resumable / empty, from the files alone."""
+        if self.is_running():
+            return "running"
+        if self.metrics_path.is_file():
+            try:
+                status = str(self.read_metrics().get("status"))
+            except DataError:
+                status = "damaged"
+            if status != "interrupted":
+                return status
+        return "resumable" if self.state_path.is_file() else "empty"
+
+    def read_sidecar(self, name: str) -> dict[str, Any] | None:
+        """A study's note about this run, or None when absent or unreadable."""
+        try:
+            obj = json.loads((self.path / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return obj if isinstance(obj, dict) else None
 
     def write_sidecar(self, name: str, obj: dict[str, Any]) -> Path:
         """A study's note about this run (e.g. `ablation.json`)."""

@@ -196,19 +196,36 @@ def ablate(
 @app.command()
 def reproduce(
     table: Annotated[str, typer.Argument(help="Table to reproduce, e.g. srgnn-table2.")],
-    budget: Annotated[str, typer.Option("--budget", help="full (paper settings), reduced (1 epoch on 100k examples), small (1 epoch on the top-1000-item subset) or ci.")] = "full",
+    budget: Annotated[str, typer.Option("--budget", help="full (paper settings), reduced (3 epochs for every neural row, full data), small (1 epoch on the top-1000-item subset) or ci.")] = "full",
     datasets: Annotated[list[str] | None, typer.Option("--datasets", help="Only these datasets.")] = None,
     select_on: SelectOnOpt = "valid",
     gpu: GpuOpt = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
+    status: Annotated[bool, typer.Option("--status", help="Only say which rows are done, running, interrupted or missing.")] = False,
     data_dir: DataDirOpt = None,
     results_dir: ResultsDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Reproduce a paper table: our figures beside the published ones."""
+    """Reproduce a paper table: our figures beside the published ones (re-run to resume)."""
     from sbrbench.reproduce import reproduce as run_reproduce
+    from sbrbench.reproduce import reproduce_status
 
+    if status:
+        rows = reproduce_status(table, budget=budget, datasets=datasets, results_dir=results_dir,
+                                select_on=select_on)
+        if json_out:
+            emit_json({"table": table, "budget": budget, "rows": rows})
+            return
+        from rich.table import Table
+
+        t = Table("dataset", "row", "status", "epochs", "ETA", "run", title=f"{table} (budget {budget})")
+        for r in rows:
+            epochs = "fit" if r["epochs"] is None and r["status"] == "done" else f"{r['epochs_done']}/{r['epochs'] or '?'}"
+            eta = "–" if r["eta_seconds"] is None else f"{r['eta_seconds'] / 60:.0f} min"
+            t.add_row(r["dataset"], r["row"], r["status"], epochs, eta, r["run_dir"] or "–")
+        stdout_console().print(t)
+        return
     out = run_reproduce(
         table, budget=budget, datasets=datasets, device=_device(gpu, device), data_dir=data_dir,
         results_dir=results_dir, select_on=select_on, threads=threads, callback=_progress(),

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from sbrbench.config import LR_SCHEDULES, TrainOptions
+from sbrbench.config import LR_SCHEDULES, STOPPING_RULES, TrainOptions
 from sbrbench.errors import SbrError
 from sbrbench.models.layers import reset_children_
 from sbrbench.registry import Registry, unknown_name_message
@@ -55,6 +55,9 @@ class Model(nn.Module):
     dataset_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     components: ClassVar[frozenset[str]] = frozenset()
     component_aliases: ClassVar[dict[str, str]] = {}  # renamed components: old name → new name
+    # Settings that describe what the official code did, applied (below the user's own) in
+    # paper-compatible runs (`--select-on test`), e.g. {"stopping": "official"}.
+    paper_compatible: ClassVar[dict[str, Any]] = {}
     neural: ClassVar[bool] = True
     needs_graph: ClassVar[bool] = False
     variant_of: ClassVar[str | None] = None  # `register_variant`: the model this one presets
@@ -110,6 +113,13 @@ class Model(nn.Module):
         `cache_dir` (the processed dataset's `graphs/` directory, or None) may hold a cache.
         """
 
+    def evaluation_split(self, dataset: ProcessedDataset, split: str) -> None:
+        """Called before the examples of `split` are scored for evaluation (default: nothing).
+
+        For models whose official code shapes its inputs per split (TAGNN's padding length).
+        Only the split's inputs may be read here, never its targets.
+        """
+
     def clip_gradients(self) -> None:
         """Called after `backward()` and before the optimizer step (default: nothing)."""
 
@@ -145,7 +155,8 @@ def register_model(name: str, *, aliases: tuple[str, ...] = ()):  # type: ignore
 
 
 def register_variant(
-    name: str, base: str, *, doc: str | None = None, aliases: tuple[str, ...] = (), **defaults: Any
+    name: str, base: str, *, doc: str | None = None, aliases: tuple[str, ...] = (),
+    paper_compatible: dict[str, Any] | None = None, **defaults: Any
 ) -> type[Model]:
     """Register `name` as the registered model `base` with other defaults: same class, same code.
 
@@ -155,7 +166,8 @@ def register_variant(
     padding="official")`. The variant is a subclass of `base`'s class, so it is listed, trained,
     ablated and tested like any model; the user can still override its defaults (`--set`).
     Returns the new class, named after `name` (`tagnn-code` -> `TagnnCode`): assign it to that
-    module-level name in `base`'s module so that it can be found by name.
+    module-level name in `base`'s module so that it can be found by name. `paper_compatible`
+    replaces `base`'s settings for paper-compatible runs (see `Model.paper_compatible`).
     """
     parent = MODELS.get(base)
     ptypes = _field_types(parent.Params)
@@ -179,6 +191,7 @@ def register_variant(
         "__doc__": doc or f"{base} with defaults {defaults}.",
         "Params": params,
         "variant_of": parent.name,
+        "paper_compatible": dict(parent.paper_compatible if paper_compatible is None else paper_compatible),
         "train_defaults": {**parent.train_defaults, **{k: v for k, v in defaults.items() if k not in ptypes}},
         "dataset_defaults": {
             ds: {k: v for k, v in over.items() if k not in defaults} for ds, over in parent.dataset_defaults.items()
@@ -274,6 +287,8 @@ def resolve_config(
         raise SbrError("training options need patience >= 0, lr > 0 and l2 >= 0")
     if train.lr_schedule not in LR_SCHEDULES:
         raise SbrError(unknown_name_message("lr_schedule", train.lr_schedule, list(LR_SCHEDULES)))
+    if train.stopping not in STOPPING_RULES:
+        raise SbrError(unknown_name_message("stopping rule", train.stopping, list(STOPPING_RULES)))
     return ModelConfig(model=cls.name, params=params, train=train)
 
 

@@ -104,6 +104,7 @@ class GCEGNN(Model):
         "nowplaying": {"hop": 1, "dropout_gcn": 0.0, "dropout_local": 0.0},
     }
     components: ClassVar[frozenset[str]] = frozenset({"global", "local", "posemb", "gattn"})
+    paper_compatible: ClassVar[dict[str, Any]] = {"stopping": "official"}  # its main.py's HR-or-MRR rule
     needs_graph: ClassVar[bool] = True
 
     neighbour_items: torch.Tensor

@@ -45,6 +45,7 @@ class SRGNN(Model):
         "l2": 1e-5, "patience": 10,
     }
     components: ClassVar[frozenset[str]] = frozenset({"gnn", "attention"})
+    paper_compatible: ClassVar[dict[str, Any]] = {"stopping": "official"}  # its main.py's HR-or-MRR rule
     component_aliases: ClassVar[dict[str, str]] = {"global": "attention"}  # its name before GCE-GNN's graph
     needs_graph: ClassVar[bool] = True
 

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from sbrbench.data.dataset import ProcessedDataset
 
 PADDING_MODES = ("official", "masked")
+EVAL_LEN_MAX = ("fit", "split")
 #: Memory the target attention may use on CPU: stored probabilities plus one chunk's work tensors.
 CPU_MEMORY_BUDGET = 512 << 20
 #: Fraction of the free CUDA memory (`torch.cuda.mem_get_info`) the target attention may use.
@@ -412,10 +413,12 @@ def fit_len_max(dataset: ProcessedDataset, splits: tuple[str, ...]) -> int:
     return int(fitted.lengths.max()) - 1 if len(fitted) else 1
 
 
-def check_padding(mode: str) -> None:
-    """Raise a one-line error for an unknown padding mode."""
+def check_padding(mode: str, eval_len_max: str = "fit") -> None:
+    """Raise a one-line error for an unknown padding mode or evaluation padding length."""
     if mode not in PADDING_MODES:
         raise SbrError(f"padding must be one of {', '.join(PADDING_MODES)}, got {mode!r}")
+    if eval_len_max not in EVAL_LEN_MAX:
+        raise SbrError(f"eval_len_max must be one of {', '.join(EVAL_LEN_MAX)}, got {eval_len_max!r}")
 
 
 def gather_positions(node_hidden: torch.Tensor, alias: torch.Tensor) -> torch.Tensor:
@@ -460,6 +463,7 @@ class TAGNNParams:
     step: int = 1
     hybrid: bool = True
     padding: str = "masked"  # masked (paper) or official (softmaxes see padding up to len_max; tagnn-code)
+    eval_len_max: str = "fit"  # official padding at evaluation: fit (the fitted len_max) or split (its own)
     chunk: int = 0  # items per target-attention chunk (0: automatic)
     drop: str = ""  # comma-separated components to switch off: gnn, target
 
@@ -468,12 +472,20 @@ class GatedSessionModel(Model):
     """Shared by TAGNN and TAGNN++ as released: embeddings, the gated cell and official padding.
 
     Subclasses create `embedding` and `gnn` (None when dropped); `prepare()` records `len_max`,
-    the longest fitted prefix, for the official padding emulation.
+    the longest fitted prefix, for the official padding emulation. With `eval_len_max="split"`
+    evaluation pads each split to its own longest prefix, as the official code does
+    (`evaluation_split()` records it; paper-compatible runs of the `-code` variants).
     """
 
     embedding: nn.Embedding
     gnn: GatedGraphCell | None
     len_max: int | None = None
+    split_len_max: int | None = None
+
+    def evaluation_split(self, dataset: ProcessedDataset, split: str) -> None:
+        """Record the longest prefix of `split` (only its inputs' lengths) for `eval_len_max="split"`."""
+        lengths = dataset.split(split).pos
+        self.split_len_max = int(lengths.max()) if lengths.size else None
 
     def prepare(
         self, dataset: ProcessedDataset, splits: tuple[str, ...], cache_dir: Path | None = None
@@ -497,7 +509,8 @@ class GatedSessionModel(Model):
         """(pad counts (B,), padding-node state (1, d)) under `padding="official"`, else (None, None)."""
         if self.params.padding != "official":
             return None, None
-        n_pad = official_pad_counts(batch.lengths, self.len_max).to(dtype)
+        own = not self.training and self.params.eval_len_max == "split" and self.split_len_max is not None
+        n_pad = official_pad_counts(batch.lengths, self.split_len_max if own else self.len_max).to(dtype)
         return n_pad, pad_node_state(self.embedding, self.gnn).view(1, -1)
 
 
@@ -522,8 +535,8 @@ class TAGNN(GatedSessionModel):
     value 0. Here those `len_max - len` terms are added to both denominators analytically.
     `len_max` comes from the fit examples in `prepare()` (the longest training prefix; the official
     code uses each split's own `len_max`, so its test-time softmaxes use the test split's longest
-    prefix instead); longer prefixes get no padding terms. Without `prepare()` the batch's longest
-    prefix is used.
+    prefix instead: `eval_len_max="split"`, on in paper-compatible runs of `tagnn-code`); longer
+    prefixes get no padding terms. Without `prepare()` the batch's longest prefix is used.
 
     Deliberate differences: the target attention runs over each prefix's distinct items weighted
     by their click counts, packed across the batch and chunked over the catalogue (identical
@@ -531,8 +544,12 @@ class TAGNN(GatedSessionModel):
     `linear_edge_f` of the official GNN is not created; padding nodes are not graph nodes; scores
     keep column 0 (-inf) instead of slicing `weight[1:]`; the learning rate decays after each
     epoch (the official `scheduler.step()` at the start of each epoch decays one epoch early
-    with PyTorch >= 1.1). Components: `gnn` (the gated cell), `target` (the target attention).
+    with PyTorch >= 1.1: `tagnn-code` does that, `lr_schedule="epoch-start"`). Components: `gnn`
+    (the gated cell), `target` (the target attention). Paper-compatible runs use the official
+    early-stopping rule (`stopping="official"`).
     """
+
+    paper_compatible: ClassVar[dict[str, Any]] = {"stopping": "official"}
 
     Params: ClassVar[type] = TAGNNParams
     train_defaults: ClassVar[dict[str, Any]] = {
@@ -545,7 +562,7 @@ class TAGNN(GatedSessionModel):
     def __init__(self, n_items: int, params: TAGNNParams | None = None) -> None:
         super().__init__(n_items, params)
         p: TAGNNParams = self.params
-        check_padding(p.padding)
+        check_padding(p.padding, p.eval_len_max)
         off = dropped(p)
         with overwritten_init():  # every parameter is re-initialised below
             self.embedding = nn.Embedding(n_items, p.dim)
@@ -570,10 +587,15 @@ TagnnCode = register_variant(
     "tagnn-code",
     "tagnn",
     padding="official",
+    lr_schedule="epoch-start",
+    paper_compatible={"stopping": "official", "eval_len_max": "split"},
     doc="""TAGNN as the official code computes it: `tagnn` with `padding="official"`.
 
     The official code pads every prefix with item 0 up to `len_max`, and both softmaxes (readout
     and target attention) also run over the padded positions; see `TAGNN` for the exact emulation.
-    Its scores equal the official code's on the same weights.
+    Its scores equal the official code's on the same weights. It calls `scheduler.step()` at the
+    start of each epoch, so under PyTorch >= 1.1 the first decay comes after 2 epochs
+    (`lr_schedule="epoch-start"`); paper-compatible runs also pad each evaluated split to its own
+    longest prefix (`eval_len_max="split"`) and stop as its `main.py` does (`stopping="official"`).
     """,
 )

@@ -8,6 +8,7 @@ released (one causal attention block over the nodes, no feed-forward, no positio
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from sbrbench.errors import SbrError
 from sbrbench.models.base import Model, dropped, register_model
-from sbrbench.models.layers import GatedGraphCell, overwritten_init, uniform_init_
+from sbrbench.models.layers import GatedGraphCell, overwritten_init, reset_children_
 from sbrbench.models.tagnn import (
     TagnnReadout,
     TargetAttention,
@@ -36,6 +37,9 @@ def check_heads(dim: int, heads: int, model: str) -> None:
         raise SbrError(f"{model}: dim ({dim}) must be a multiple of heads ({heads})")
 
 
+AGC_SCOPES = ("no-classifier", "all")
+
+
 @dataclass
 class TAGNNPPParams:
     """TAGNN++ hyper-parameters (defaults: the paper's, Yoochoose 1/64 setting)."""
@@ -50,6 +54,7 @@ class TAGNNPPParams:
     hybrid: bool = True
     agc_clip: float = 0.01
     agc_eps: float = 1e-3
+    agc_scope: str = "no-classifier"  # no-classifier (NFNets: the item embedding is not clipped) or all
     chunk: int = 0  # items per target-attention chunk (0: automatic)
     drop: str = ""  # comma-separated components to switch off: transformer, gnn, agc, posemb
 
@@ -73,9 +78,12 @@ class TAGNNPP(Model):
     padding mask and no causal mask (eq. 1 sums over every item of the session), positions counted
     from the first click (as the release's unused `get_pos`), the hybrid readout of TAGNN
     (`hybrid`), softmaxes over the real positions only (no emulation of the official padding,
-    which is undefined for states produced by an encoder), every parameter U(-1/sqrt(d), 1/sqrt(d))
-    as in the TAGNN code base (LayerNorm gains included). AGC clips every parameter, the
-    (tied) item embedding included, per output row.
+    which is undefined for states produced by an encoder), U(-1/sqrt(d), 1/sqrt(d)) as in the TAGNN
+    code base for the embeddings, the GNN, the readout and the target attention, and PyTorch's own
+    initialisation for the encoder (the paper says nothing else; U(±1/sqrt(d)) would give its
+    LayerNorm gains random signs). AGC clips every parameter per output row except the item
+    embedding, which is also the output layer (NFNets, which the paper cites, leaves the classifier
+    unclipped); `agc_scope="all"` clips it too.
 
     Components (TAGNN++ Table 3): `transformer` (the encoder; its positional embeddings go with
     it, so without it this is TAGNN with masked softmaxes), `gnn` (the gated cell), `agc` (gradient
@@ -97,6 +105,8 @@ class TAGNNPP(Model):
         super().__init__(n_items, params)
         p: TAGNNPPParams = self.params
         off = dropped(p)
+        if p.agc_scope not in AGC_SCOPES:
+            raise SbrError(f"tagnnpp hyper-parameter 'agc_scope' must be one of {', '.join(AGC_SCOPES)}, got {p.agc_scope!r}")
         self.use_agc = "agc" not in off
         with overwritten_init():  # every parameter is re-initialised below
             self.embedding = nn.Embedding(n_items, p.dim)
@@ -120,8 +130,15 @@ class TAGNNPP(Model):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Every parameter ~ U(-1/sqrt(dim), 1/sqrt(dim)) as in the TAGNN code base, the encoder's included."""
-        uniform_init_(self, self.params.dim)
+        """U(-1/sqrt(dim), 1/sqrt(dim)) as in the TAGNN code base, except the encoder (PyTorch's own)."""
+        encoder = {id(p) for p in self.encoder.parameters()} if self.encoder is not None else set()
+        stdv = 1.0 / math.sqrt(self.params.dim)
+        with torch.no_grad():
+            for p in self.parameters():
+                if id(p) not in encoder:
+                    p.uniform_(-stdv, stdv)
+        if self.encoder is not None:
+            reset_children_(self.encoder)
 
     def sequence_states(self, batch: Batch) -> torch.Tensor:
         """(B, L, d) hidden state of every click after the GNN and the encoder."""
@@ -145,6 +162,9 @@ class TAGNNPP(Model):
         return target_aware_scores(session, self.embedding.weight, self.target, units, seq, batch.mask)
 
     def clip_gradients(self) -> None:
-        """Adaptive Gradient Clipping of every parameter (unless `agc` is dropped)."""
+        """Adaptive Gradient Clipping (unless `agc` is dropped) of every parameter, the item
+        embedding (the classifier) only with `agc_scope="all"`."""
         if self.use_agc:
-            adaptive_grad_clip_(self.parameters(), self.params.agc_clip, self.params.agc_eps)
+            params = self.parameters() if self.params.agc_scope == "all" else (
+                p for p in self.parameters() if p is not self.embedding.weight)
+            adaptive_grad_clip_(params, self.params.agc_clip, self.params.agc_eps)

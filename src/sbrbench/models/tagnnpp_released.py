@@ -73,6 +73,7 @@ class TAGNNPPReleasedParams:
     dropout: float = 0.1
     hybrid: bool = False  # the release runs with nonhybrid=True
     padding: str = "official"  # official (padding node and softmaxes up to len_max) or masked
+    eval_len_max: str = "fit"  # official padding at evaluation: fit (the fitted len_max) or split (its own)
     chunk: int = 0  # items per target-attention chunk (0: automatic)
     drop: str = ""  # comma-separated components to switch off: transformer, gnn
 
@@ -98,12 +99,15 @@ class TAGNNPPReleased(GatedSessionModel):
     its post-attention state. Emulated exactly: a padding slot is prepended to every row and hidden
     from the other nodes of rows that reach `len_max`; the softmax denominators get the padded terms
     analytically (as in `tagnn`). `len_max` is the longest fitted prefix (`prepare()`; the release
-    uses each split's own, i.e. the validation split's at evaluation). `padding="masked"` drops the
-    padding node and masks the softmaxes.
+    uses each split's own, i.e. the validation split's at evaluation: `eval_len_max="split"`, on in
+    paper-compatible runs). `padding="masked"` drops the padding node and masks the softmaxes. The
+    release (PyTorch 1.7.1) steps its scheduler at the start of each epoch, so its first decay comes
+    after 2 epochs: `lr_schedule="epoch-start"` by default here. Paper-compatible runs also stop as
+    its `main.py` does (`stopping="official"`).
 
     Not reproduced: the release's validation split (a random 10% of augmented training samples,
-    sbrbench selects on its own validation split), the hard-coded `n_node`, checkpoint saving on
-    every improvement, and the scheduler stepping at the start of each epoch. Trailing padding
+    sbrbench selects on its own validation split), the hard-coded `n_node` and checkpoint saving on
+    every improvement. Trailing padding
     nodes (batch padding) are identical in both: causal masking keeps them out of every real
     node's attention. Components: `transformer` (the attention block), `gnn` (the gated cell).
     """
@@ -111,8 +115,9 @@ class TAGNNPPReleased(GatedSessionModel):
     Params: ClassVar[type] = TAGNNPPReleasedParams
     train_defaults: ClassVar[dict[str, Any]] = {
         "epochs": 30, "batch_size": 50, "lr": 1e-3, "lr_dc": 0.1, "lr_dc_step": 3,
-        "l2": 1e-5, "patience": 10,
+        "l2": 1e-5, "patience": 10, "lr_schedule": "epoch-start",
     }
+    paper_compatible: ClassVar[dict[str, Any]] = {"stopping": "official", "eval_len_max": "split"}
     dataset_defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "diginetica": {"batch_size": 50, "dim": 100},
         "yoochoose1_64": {"batch_size": 75, "dim": 120},
@@ -123,7 +128,7 @@ class TAGNNPPReleased(GatedSessionModel):
     def __init__(self, n_items: int, params: TAGNNPPReleasedParams | None = None) -> None:
         super().__init__(n_items, params)
         p: TAGNNPPReleasedParams = self.params
-        check_padding(p.padding)
+        check_padding(p.padding, p.eval_len_max)
         off = dropped(p)
         with overwritten_init():  # every parameter is re-initialised below (`GatedSessionModel`)
             self.embedding = nn.Embedding(n_items, p.dim)

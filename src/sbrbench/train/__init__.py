@@ -10,7 +10,9 @@
 
 `select_on="valid"` (default) fits on the train split and selects on the validation split;
 `select_on="test"` reproduces the papers' habit: fit on train ∪ valid (the paper's training set)
-and pick the best epoch on the test set; the record says so (`paper_compatible`).
+and pick the best epoch on the test set, with the model's `paper_compatible` settings (what its
+official code did, e.g. its early-stopping rule); the record says so (`paper_compatible`) and adds
+each metric's best epoch (`paper_best`), as such papers report.
 
 The parts: `RunConfig` (`sbrbench.config`), `RunDir` (`sbrbench.results`), `Checkpointer`,
 `EarlyStopping`, `TrainingCallback` and the `Trainer` with its `train_epoch` (this package).
@@ -30,7 +32,7 @@ from sbrbench.data.store import dataset_checksum, load_processed
 from sbrbench.device import configure_precision, resolve_threads, seed_everything
 from sbrbench.errors import SbrError
 from sbrbench.metrics import DEFAULT_KS, parse_metric
-from sbrbench.models import resolve_config
+from sbrbench.models import MODELS, resolve_config
 from sbrbench.results import RunDir, environment
 from sbrbench.train.callbacks import SILENT, TrainingCallback, TrainingStart
 from sbrbench.train.loop import Trainer, TrainingDiverged, TrainingInterrupted
@@ -53,6 +55,8 @@ def new_config(
         raise SbrError(f"--select-on must be one of {', '.join(SELECT_CHOICES)}, got {select_on!r}")
     if max_train_examples is not None and max_train_examples < 1:
         raise SbrError(f"--max-train-examples must be >= 1, got {max_train_examples}")
+    if select_on == "test":  # the official code's habits, below the user's own settings
+        overrides = {**MODELS.get(model).paper_compatible, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     mc = resolve_config(model, ds.name, overrides)
     key, kk = _selection(metric, tuple(ks))
     return RunConfig(
@@ -83,13 +87,16 @@ def train(
     resume: str | Path | None = None,
     ks: tuple[int, ...] = DEFAULT_KS,
     callback: TrainingCallback | None = None,
+    sidecars: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Train (or fit) `model` on `dataset` and write a run record; returns the final record.
 
     `dataset` is a registry name, a processed directory or a `ProcessedDataset`. `overrides` hold
     hyper-parameters and training options (`epochs`, `batch_size`, `lr`, ...). With
     `resume=RUN_DIR` everything is read from that run's config (only `epochs` may grow, and the
-    device, threads, precision and determinism may change). The returned dict is `metrics.json` plus `run_dir` and
+    device, threads, precision and determinism may change). `sidecars` are notes written into the
+    run directory as soon as it exists (e.g. the `reproduce.json` of a table row, so that an
+    interrupted row is found again). The returned dict is `metrics.json` plus `run_dir` and
     `epochs` (epochs run).
     """
     callback = callback or SILENT
@@ -117,6 +124,8 @@ def train(
         run = RunDir.create(paths.results_dir(results_dir), ds.name, cfg.model, cfg.seed)
     cfg.device, cfg.threads, cfg.precision, cfg.deterministic = device, n_threads, precision, deterministic
     run.write_config(cfg)
+    for name, note in (sidecars or {}).items():
+        run.write_sidecar(name, note)
     determinism = {**seed_everything(cfg.seed, device), **precision_flags}
     checksum = dataset_checksum(ds, ds_dir)
     if resume is None or not run.env_path.is_file():

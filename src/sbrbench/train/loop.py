@@ -129,7 +129,7 @@ class Trainer:
         tcfg, model, cb = self.cfg.train, self.model, self.callback
         optimizer = make_optimizer(model, tcfg.lr, tcfg.l2)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tcfg.lr_dc_step, gamma=tcfg.lr_dc)
-        stopping = EarlyStopping(tcfg.patience)
+        stopping = EarlyStopping(tcfg.patience, self.cfg.metric, tcfg.stopping)
         ckpt = Checkpointer(self.run)
         if resumed:
             restored = ckpt.restore(model, optimizer, scheduler, stopping, self.device)
@@ -147,6 +147,7 @@ class Trainer:
         ))
         epoch = self.progress.epoch
         restore_term = _sigterm_interrupts()
+        self.run.mark_running()
         try:
             for epoch in range(self.progress.epoch, int(tcfg.epochs)):
                 if stopping.should_stop:
@@ -169,7 +170,7 @@ class Trainer:
                 row.update({"lr": lr, "seconds": secs, "examples_per_s": len(fit) / max(secs, 1e-9)})
                 self.progress.history.append(row)
                 self.progress.epoch = epoch + 1
-                best = stopping.update(epoch + 1, metrics[key])
+                best = stopping.update(epoch + 1, metrics)
                 ckpt.save(model, optimizer, scheduler, stopping, self.progress, best=best)
                 self.run.write_history(self.progress.history)
                 cb.on_epoch_end(epoch + 1, row)
@@ -182,6 +183,7 @@ class Trainer:
             ) from None
         finally:
             restore_term()
+            self.run.clear_running()
         cb.on_end()
         if stopping.best_epoch is not None:
             self.run.load_weights(model, "best", self.device)
@@ -224,7 +226,20 @@ class Trainer:
             "hparams": c.hparams,
             "train": dataclasses.asdict(c.train) if self.model.neural else {},
             "fit_info": getattr(self.model, "fit_info", None),
+            **({"paper_best": self.paper_best()} if c.select_on == "test" and self.progress.history else {}),
         }
+
+    def paper_best(self) -> dict[str, dict[str, Any]]:
+        """Each metric's best value over the epochs, with its epoch: what papers that select on the
+        test set report (best HR@20 and best MRR@20 may come from different epochs)."""
+        out: dict[str, dict[str, Any]] = {}
+        prefix = f"{self.cfg.select_split}_"
+        for key in self.progress.history[0]:
+            if key.startswith(prefix):
+                rows = [(row[key], row["epoch"]) for row in self.progress.history if key in row]
+                value, epoch = max(rows, key=lambda r: (r[0], -r[1]))
+                out[key[len(prefix):]] = {"value": value, "epoch": epoch}
+        return out
 
     def _finish(self, status: str, best_epoch: int | None, out: dict[str, Any] | None) -> dict[str, Any]:
         rec = self.record(status, best_epoch, out)

@@ -1,0 +1,65 @@
+"""Long table runs survive interruptions: finished rows are reused, interrupted rows resumed."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sbrbench.data.dataset import ProcessedDataset, augment_all_prefixes, from_sequences
+from sbrbench.reproduce import TABLES, Budget, TableSpec, reproduce, reproduce_status
+from sbrbench.train import TrainingCallback, TrainingInterrupted
+
+
+@pytest.fixture
+def tiny_table(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    rng = np.random.default_rng(2)
+    sessions = [[(s + k) % 40 + 1 for k in range(int(rng.integers(2, 7)))] for s in rng.integers(0, 40, 160)]
+    items, offsets, n_items = from_sequences("reptoy", "t", sessions)
+    idx = np.arange(160)
+    splits = {"train": augment_all_prefixes(offsets, idx[:120]), "valid": augment_all_prefixes(offsets, idx[120:140]),
+              "test": augment_all_prefixes(offsets, idx[140:])}
+    data = tmp_path / "data"
+    ProcessedDataset("reptoy", "t", n_items, items, offsets, splits).save(data / "processed" / "reptoy" / "t")
+    spec = TableSpec(key="test-resume", paper_table="srgnn-table2", models=("spop", "srgnn"),
+                     datasets=("reptoy",), protocol="t", budgets={"tiny": Budget("tiny", epochs=3)})
+    TABLES.register(spec.key)(spec)
+    try:
+        yield spec.key, data
+    finally:
+        TABLES.unregister(spec.key)
+
+
+class _TermAfterFirstEpoch(TrainingCallback):
+    def on_epoch_end(self, epoch: int, row: dict) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _runs(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.glob("runs/*/*/*/config.json"))
+
+
+def test_a_killed_table_run_resumes_to_the_uninterrupted_numbers(tiny_table, tmp_path: Path, monkeypatch) -> None:
+    table, data = tiny_table
+    monkeypatch.setattr("sbrbench.models.srgnn.SRGNNParams.dim", 8)
+    full = reproduce(table, budget="tiny", data_dir=data, results_dir=tmp_path / "full")
+    part = tmp_path / "part"
+    with pytest.raises(TrainingInterrupted):
+        reproduce(table, budget="tiny", data_dir=data, results_dir=part, callback=_TermAfterFirstEpoch())
+    status = {r["row"]: r for r in reproduce_status(table, budget="tiny", results_dir=part)}
+    assert status["spop"]["status"] == "done"
+    assert status["srgnn"]["status"] == "interrupted" and status["srgnn"]["epochs_done"] == 1
+    assert status["srgnn"]["epochs"] == 3 and status["srgnn"]["eta_seconds"] is not None
+    before = _runs(part)
+    resumed = reproduce(table, budget="tiny", data_dir=data, results_dir=part)
+    assert _runs(part) == before  # the spop row was reused, the srgnn row resumed in place
+    assert [r["ours"] for r in resumed["rows"]] == [r["ours"] for r in full["rows"]]
+    assert {r["status"] for r in reproduce_status(table, budget="tiny", results_dir=part)} == {"done"}
+    again = reproduce(table, budget="tiny", data_dir=data, results_dir=part)
+    assert _runs(part) == before and [r["run_dir"] for r in again["rows"]] == [r["run_dir"] for r in resumed["rows"]]
+    other = reproduce_status(table, budget="tiny", results_dir=part, seed=7)
+    assert {r["status"] for r in other} == {"missing"}  # another seed is another row
