@@ -2,7 +2,8 @@
 
 * `resolve_device(gpu, device)`: `--gpu N` / `--device D` → a checked torch device string;
 * `resolve_threads(n)`: `--threads N`, else the cores this process may use (honouring an existing
-  `OMP_NUM_THREADS` and the CPU affinity / cgroup quota), applied to torch once;
+  `OMP_NUM_THREADS`, the CPU affinity / cgroup quota and the threads other sbrbench processes
+  already claimed), applied to torch once;
 * `seed_everything(seed, device)`: Python, NumPy and torch (CPU and CUDA) seeded, deterministic
   algorithms on CPU;
 * `configure_precision(precision, device, deterministic)` and `autocast(device, precision)`:
@@ -14,10 +15,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import json
 import os
 import random
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,22 +67,67 @@ def available_cores() -> int:
     return max(1, n)
 
 
+def _claims_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"sbrbench-threads-{os.getuid() if hasattr(os, 'getuid') else 0}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claimed_by_others() -> int:
+    """Threads claimed by other live sbrbench processes of this user on this machine."""
+    total = 0
+    d = _claims_dir()
+    for f in d.glob("*.json") if d.is_dir() else ():
+        try:
+            claim = json.loads(f.read_text(encoding="ascii"))
+            pid, n = int(claim["pid"]), int(claim["threads"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if pid != os.getpid() and _pid_alive(pid):
+            total += n
+        elif pid != os.getpid():
+            f.unlink(missing_ok=True)  # a dead process's claim
+    return total
+
+
+def _claim(threads: int) -> None:
+    d = _claims_dir()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f"{os.getpid()}.json"
+        path.write_text(json.dumps({"pid": os.getpid(), "threads": threads}), encoding="ascii")
+        atexit.register(path.unlink, missing_ok=True)
+    except OSError:
+        pass  # a read-only or full temporary directory: the claim is only a courtesy to others
+
+
 def resolve_threads(threads: int | None = None) -> int:
-    """The intra-op thread count to use, applied to torch: `threads`, else `$OMP_NUM_THREADS`,
-    else `available_cores()`.
+    """The intra-op thread count to use, applied to torch and claimed for this process:
+    `threads`, else `$OMP_NUM_THREADS`, else the cores available (`available_cores()`) minus the
+    threads that other live sbrbench processes of this user have claimed (at least 1).
 
     Several processes that each take every core slow each other down by far more than their share
-    (spinning OpenMP workers), so an explicit count is recorded with every run.
+    (measured here: 5–36× slower steps with two 2-thread jobs on 2 cores), so a second process
+    started by default takes what is left, and the count is recorded with every run.
     """
     import torch
 
     if threads is None:
         env = os.environ.get("OMP_NUM_THREADS", "").strip()
-        threads = int(env) if env.isdigit() and int(env) > 0 else available_cores()
+        threads = int(env) if env.isdigit() and int(env) > 0 else max(1, available_cores() - claimed_by_others())
     if threads < 1:
         raise SbrError(f"--threads must be >= 1, got {threads}")
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+    _claim(threads)
     return threads
 
 
