@@ -25,6 +25,10 @@ SMALL = {"dim": 8, "heads": 2}
 TINY: dict[str, dict[str, Any]] = {
     "gcegnn": {"sample_num": 4, "topk": 4},
     "cmgnn": {"topk": 4},
+    "macl-text": {"text_encoder": "hash"},  # offline stand-in for MiniLM: CI installs no [text] extra
+    "gru4rec": {"layers": "8", "n_sample": 16, "sparse": False},  # sparse gradients: no isfinite on CPU
+    "bpr-mf": {"sparse": False},
+    "fpmc": {"sparse": False},
 }
 BATCH = 128  # enough prefixes for every parameter to matter (e.g. a last click with an out-edge)
 
@@ -41,7 +45,13 @@ def tiny_dataset(n_sessions: int = 60, n_items: int = 30, seed: int = 0) -> Proc
         "valid": augment_all_prefixes(offsets, idx[a:b]),
         "test": augment_all_prefixes(offsets, idx[b:]),
     }
-    return ProcessedDataset("tiny", "t", n, items, offsets, splits)
+    return ProcessedDataset("tiny", "t", n, items, offsets, splits, item_text=item_texts(n))
+
+
+def item_texts(n: int) -> list[str]:
+    """A short text per item id (index 0 = padding), for models with a text modality (macl-text)."""
+    return [""] + [f"{['red', 'green', 'blue', 'amber'][i % 4]} {['cube', 'sphere', 'prism'][i % 3]} gadget {i}"
+                   for i in range(1, n)]
 
 
 def settings(name: str) -> dict[str, Any]:

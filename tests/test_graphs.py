@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,19 @@ def test_hypergraph_propagation_matches_dense() -> None:
     np.testing.assert_allclose(prop.sum(1), [0, 1, 1, 1, 1, 1, 0])
     e2i, i2e = h.operators()
     assert e2i.shape == (4, 7) and i2e.shape == (7, 4)
+    # CSR forms: the two factors, and their product (DHCN's item × item adjacency), in float64
+    (e_ptr, e_idx, e_val), (i_ptr, i_idx, i_val) = h.factors()
+
+    def to_dense(ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        parts = (torch.from_numpy(ptr), torch.from_numpy(idx), torch.from_numpy(val))
+        return torch.sparse_csr_tensor(*parts, shape, check_invariants=True).to_dense().numpy()
+
+    np.testing.assert_array_equal(to_dense(e_ptr, e_idx, e_val, (4, 7)), (dense_h @ np.diag(1 / b)).T)
+    np.testing.assert_array_equal(to_dense(i_ptr, i_idx, i_val, (7, 4)), np.diag(1 / d) @ dense_h)
+    ptr, idx, val = h.propagation()
+    assert ptr.dtype == idx.dtype == np.int64 and val.dtype == np.float64
+    assert all((np.diff(idx[a:z]) > 0).all() for a, z in itertools.pairwise(ptr))  # sorted, no duplicates
+    np.testing.assert_allclose(to_dense(ptr, idx, val, (7, 7)), prop, rtol=1e-15, atol=0)
 
 
 def test_dataset_graph_uses_fitted_sessions_only_and_caches(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ from sbrbench.data.dataset import ProcessedDataset
 from sbrbench.data.store import load_processed
 from sbrbench.errors import SbrError
 from sbrbench.evaluate import compare_runs
+from sbrbench.guards import annotate_ablation
 from sbrbench.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from sbrbench.metrics import DEFAULT_METRICS, parse_metric, per_example_from_ranks
 from sbrbench.models import MODELS, TrainOptions, resolve_config
@@ -71,6 +72,15 @@ class Variant:
 
 
 # ---- validation ----------------------------------------------------------------------------------
+def _metric_names(metrics: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for m in metrics:
+        fam, k = parse_metric(m, 20)
+        if f"{fam}@{k}" not in out:
+            out.append(f"{fam}@{k}")
+    return out
+
+
 def seed_list(seeds: int | Sequence[int] | None, neural: bool, first: int = DEFAULT_SEED) -> list[int]:
     """The seeds of a study: a count N → `first, first+1, ...`; a list is kept; None → 3 or 1."""
     if seeds is None:
@@ -224,7 +234,8 @@ def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         name = v["name"] + (f" (= {v['alias_of']})" if v.get("alias_of") else "")
         row = [name]
         for m in metrics:
-            row.append(_fmt_pct(v["mean"][m], v["std"][m]))
+            stab = (v.get("stability") or {}).get(m)  # `~`: its ordering against another variant flips across seeds
+            row.append(_fmt_pct(v["mean"][m], v["std"][m]) + (" ~" if stab is not None and not stab["stable"] else ""))
             ch = v["change"].get(m)
             if ch is None:
                 row += ["ref", "", ""]
@@ -247,7 +258,8 @@ def render_ablation_markdown(result: dict[str, Any]) -> str:
         "",
         f"Split `{result['split']}`, model selection on `{result['select_on']}`, seeds {seeds}; "
         f"values in %, mean ± std over seeds; Δ against `{REFERENCE}` (per seed, then averaged); "
-        "p: two-sided Wilcoxon signed-rank on per-example values averaged over seeds.",
+        "p: two-sided Wilcoxon signed-rank on per-example values averaged over seeds (Holm-adjusted in the "
+        "JSON, `wilcoxon_holm`); `~`: the variant's ordering against another flips across seeds.",
         "",
         tabulate(rows, headers=header, tablefmt="github", disable_numparse=True),
     ]
@@ -290,10 +302,10 @@ def ablate(
     seeds: int | Sequence[int] | None = None,
     first_seed: int = DEFAULT_SEED,
     overrides: dict[str, Any] | None = None,
-    metrics: Sequence[str] = DEFAULT_METRICS,
+    metrics: Sequence[str] | None = None,
     split: str = "test",
     select_on: str = "valid",
-    select_metric: str = "MRR@20",
+    select_metric: str | None = None,
     protocol: str | None = None,
     data_dir: str | Path | None = None,
     results_dir: str | Path | None = None,
@@ -307,17 +319,15 @@ def ablate(
 
     Returns the study as a dict: settings, `variants` (each with `runs`, `mean`, `std`, `change`,
     `tests`), `markdown` and `files` ({json, md, png}). See the module docstring for the statistics.
+    `metrics` default to the protocol's (`dataset.info["report_metrics"]`, else P@20 and MRR@20),
+    `select_metric` to the protocol's selection metric (else MRR@20).
     """
     cls = MODELS.get(model)
     name = cls.name
     varies = dict(varies or {})
     if split not in RANK_SPLITS:
         raise SbrError(unknown_name_message("split", split, list(RANK_SPLITS)))
-    mnames = []
-    for m in metrics:
-        fam, k = parse_metric(m, 20)
-        if f"{fam}@{k}" not in mnames:
-            mnames.append(f"{fam}@{k}")
+    mnames = _metric_names(metrics or DEFAULT_METRICS)  # fail fast on a bad name
     ds_hint = dataset.name if isinstance(dataset, ProcessedDataset) else str(dataset)
     build_variants(name, ds_hint, drops, varies, overrides)  # fail fast, before loading data
     seed_values = seed_list(seeds, cls.neural, first_seed)
@@ -325,6 +335,9 @@ def ablate(
         ds, ds_dir = dataset, None
     else:
         ds, ds_dir = load_processed(dataset, protocol, data_dir=data_dir)
+    if metrics is None:
+        mnames = _metric_names(ds.info.get("report_metrics") or DEFAULT_METRICS)
+    select_metric = select_metric or str(ds.info.get("selection_metric") or "MRR@20")
     variants = build_variants(name, ds.name, drops, varies, overrides)
     user_keys = set((overrides or {}).keys()) | set(varies)
     seed_param = (not cls.neural and "seed" in {f.name for f in dataclasses.fields(cls.Params)}
@@ -358,6 +371,7 @@ def ablate(
     rows = [{"name": v.name, "kind": v.kind, **v.detail, "overrides": v.overrides, "alias_of": v.alias_of,
              "runs": [dict(r) for r in runs[v.alias_of or v.name]]} for v in variants]
     summarise(rows, mnames, split)
+    annotate_ablation(rows, mnames)  # seed stability, Holm-adjusted p-values, cost per variant
     result: dict[str, Any] = {
         "study": study, "model": name, "dataset": ds.name, "protocol": ds.protocol, "split": split,
         "select_on": select_on, "selection_metric": select_metric, "seeds": seed_values,

@@ -40,6 +40,9 @@ class Batch:
         mask (B, L) bool; graph fields (only when built): nodes (B, N) long, 0-padded;
         alias (B, L) long node index per position (0 on padding); adj_in, adj_out (B, N, N) float;
         reset (B,) bool (session-parallel sources only): lanes whose session starts at this batch.
+        session (B,) long: the dataset index of each example's session (the user, for user
+        sequences), from `ExampleSource` and `RandomCutSource`; None on hand-made batches. Models
+        that learn per-user structures (MCLSR) read it in training.
         targets may be (B, T), 0-padded, for sources with several targets per example.
         Packed real units, row-major (R,) long pairs, so that models need no host synchronisation
         to find them: pos_rows / pos_cols the real positions (Σ lengths of them), node_rows /
@@ -59,6 +62,7 @@ class Batch:
     pos_cols: torch.Tensor | None = None
     node_rows: torch.Tensor | None = None
     node_cols: torch.Tensor | None = None
+    session: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.seq.shape[0])
@@ -167,6 +171,8 @@ class ExampleSource:
     `targets="next"`: one target per example, (B,); `"remaining"`: every item of the session from
     the example's position on, (B, T) padded with 0 (the ComiRec / remaining-items protocol).
     Prefix lengths are kept on the host too, so a batch's width needs no device synchronisation.
+    `session` (optional) is each example's session index, passed on as `Batch.session`.
+    `rank_options` are the protocol's options for ranking these targets (`RankCollector`).
     """
 
     def __init__(
@@ -179,6 +185,7 @@ class ExampleSource:
         graphs: bool = False,
         session_end: np.ndarray | None = None,
         targets: str = "next",
+        session: np.ndarray | None = None,
     ) -> None:
         if targets not in ("next", "remaining"):
             raise ValueError(f"targets must be 'next' or 'remaining', got {targets!r}")
@@ -194,6 +201,8 @@ class ExampleSource:
         self.start = torch.as_tensor(np.asarray(start, np.int64)).to(device)
         self.length = torch.as_tensor(self._length_host).to(device)
         self.target = torch.as_tensor(np.asarray(target, np.int64)).to(device)
+        self.session = None if session is None else torch.as_tensor(np.asarray(session, np.int64)).to(device)
+        self.rank_options: dict[str, Any] = {}
 
     @classmethod
     def from_dataset(
@@ -206,14 +215,21 @@ class ExampleSource:
         items: torch.Tensor | None = None,
         limit: int | None = None,
         targets: str = "next",
+        history: int | None = None,
     ) -> ExampleSource:
-        """The examples of `split` (the first `limit` of them if given) on `device`."""
+        """The examples of `split` (the first `limit` of them if given) on `device`; with
+        `history`, each prefix is cut to its last `history` items (the ComiRec protocol's L)."""
         ex = dataset.examples(split)
         if items is None:
             items = item_tensor(dataset, device)
         sl = slice(0, limit)
-        return cls(items, ex.start[sl], ex.length[sl], ex.target[sl], graphs=graphs,
-                   session_end=ex.session_end[sl], targets=targets)
+        start, length = ex.start[sl], ex.length[sl]
+        if history is not None:
+            cut = np.maximum(length - int(history), 0)
+            start, length = start + cut, length - cut
+        return cls(items, start, length, ex.target[sl], graphs=graphs,
+                   session_end=ex.session_end[sl], targets=targets,
+                   session=dataset.split(split).session[sl].astype(np.int64))
 
     @classmethod
     def concat(cls, parts: Sequence[ExampleSource]) -> ExampleSource:
@@ -224,6 +240,9 @@ class ExampleSource:
         out.start = torch.cat([p.start for p in parts])
         out.length = torch.cat([p.length for p in parts])
         out.target = torch.cat([p.target for p in parts])
+        sess = [p.session for p in parts]
+        out.session = None if any(x is None for x in sess) else torch.cat(sess)  # type: ignore[arg-type]
+        out.rank_options = dict(first.rank_options)
         out._length_host = np.concatenate([p._length_host for p in parts])
         rem = [p._remaining_host for p in parts]
         out._remaining_host = None if any(r is None for r in rem) else np.concatenate(rem)  # type: ignore[arg-type]
@@ -233,6 +252,7 @@ class ExampleSource:
         """The first `n` examples."""
         out = ExampleSource.concat([self])
         out.start, out.length, out.target = self.start[:n], self.length[:n], self.target[:n]
+        out.session = None if self.session is None else self.session[:n]
         out._length_host = self._length_host[:n]
         out._remaining_host = None if self._remaining_host is None else self._remaining_host[:n]
         return out
@@ -261,7 +281,9 @@ class ExampleSource:
             target = self.items[torch.where(ok, pos, 0)] * ok
         else:
             target = self.target[index]
-        return make_batch(seq, length, target, mask, graphs=self.graphs, total=int(lengths_host.sum()))
+        b = make_batch(seq, length, target, mask, graphs=self.graphs, total=int(lengths_host.sum()))
+        b.session = None if self.session is None else self.session[index]
+        return b
 
     def batches(
         self, batch_size: int, *, generator: torch.Generator | None = None, skip: int = 0
@@ -283,28 +305,42 @@ class ExampleSource:
         return -(-len(self) // batch_size)
 
 
+CUT_RULES = ("random", "last", "all")
+
+
 class RandomCutSource:
     """One random cut per user per step, as ComiRec's (and MCLSR's) training loop draws examples.
 
     Each epoch visits every fitted sequence once, in an order drawn from the generator, `batch_size`
     distinct sequences per batch; sequence u of fitted length n is cut at k drawn uniformly from
     {min(min_cut, n−1), …, n−1}: the history is the up-to-`history` items before position k
-    (0-based), the target is item k. Sequences shorter than 2 are skipped.
+    (0-based), the target is item k. Sequences shorter than 2 are skipped. `cut="last"` always
+    cuts at k = n−1 (one example per user, the last item as target); `cut="all"` makes every
+    k in {min(min_cut, n−1), …, n−1} of every sequence an example, shuffled together. Batches carry
+    each example's dataset session index (`Batch.session`).
     """
 
     def __init__(self, items: torch.Tensor, fit: FitSessions, *, history: int, min_cut: int = 4,
-                 limit: int | None = None, graphs: bool = False) -> None:
+                 limit: int | None = None, graphs: bool = False, cut: str = "random") -> None:
         if history < 1:
             raise ValueError(f"history must be >= 1, got {history}")
+        if cut not in CUT_RULES:
+            raise SbrError(unknown_name_message("training cut", cut, list(CUT_RULES)))
         keep = np.flatnonzero(fit.lengths >= 2)[:limit]
         self.items = items
-        self.history, self.min_cut, self.graphs = int(history), int(min_cut), graphs
+        self.history, self.min_cut, self.graphs, self.cut = int(history), int(min_cut), graphs, cut
         self._start = fit.offsets[:-1][keep].astype(np.int64)
         self._len = fit.lengths[keep].astype(np.int64)
+        self._session = torch.as_tensor(fit.session[keep].astype(np.int64), device=items.device)
         self._flat = torch.as_tensor(fit.items, dtype=torch.long, device=items.device)
+        self._lo = np.minimum(self.min_cut, self._len - 1)
+        if cut == "all":  # every (sequence, k) pair
+            n_ex = self._len - self._lo
+            self._ex_seq = np.repeat(np.arange(self._len.shape[0]), n_ex)
+            self._ex_k = np.repeat(self._lo, n_ex) + np.arange(int(n_ex.sum())) - np.repeat(np.cumsum(n_ex) - n_ex, n_ex)
 
     def __len__(self) -> int:
-        return int(self._len.shape[0])
+        return int(self._ex_seq.shape[0]) if self.cut == "all" else int(self._len.shape[0])
 
     def n_batches(self, batch_size: int) -> int:
         return -(-len(self) // batch_size)
@@ -312,19 +348,31 @@ class RandomCutSource:
     def batches(self, batch_size: int, *, generator: torch.Generator | None = None) -> Iterator[Batch]:
         n = len(self)
         order = torch.randperm(n, generator=generator).numpy() if generator is not None else np.arange(n)
-        draws = torch.rand(n, generator=generator, dtype=torch.float64).numpy() if generator is not None \
-            else np.full(n, 1.0 - 1e-9)
+        if self.cut == "random":
+            draws = torch.rand(n, generator=generator, dtype=torch.float64).numpy() if generator is not None \
+                else np.full(n, 1.0 - 1e-9)
         for i in range(0, n, batch_size):
-            idx = order[i : i + batch_size]
-            length = self._len[idx]
-            lo = np.minimum(self.min_cut, length - 1)
-            k = lo + np.floor(draws[idx] * (length - lo)).astype(np.int64)
-            h = np.minimum(k, self.history)
-            start = torch.as_tensor(self._start[idx] + k - h, device=self.items.device)
-            hist = torch.as_tensor(h, device=self.items.device)
-            seq, mask = pad_prefixes(self._flat, start, hist, int(h.max()))
-            target = self._flat[torch.as_tensor(self._start[idx] + k, device=self.items.device)]
-            yield make_batch(seq, hist, target, mask, graphs=self.graphs, total=int(h.sum()))
+            j = order[i : i + batch_size]
+            if self.cut == "all":
+                idx, k = self._ex_seq[j], self._ex_k[j]
+            elif self.cut == "last":
+                idx = j
+                k = self._len[idx] - 1
+            else:
+                idx = j
+                lo = self._lo[idx]
+                k = lo + np.floor(draws[idx] * (self._len[idx] - lo)).astype(np.int64)
+            yield self._batch(idx, k)
+
+    def _batch(self, idx: np.ndarray, k: np.ndarray) -> Batch:
+        h = np.minimum(k, self.history)
+        start = torch.as_tensor(self._start[idx] + k - h, device=self.items.device)
+        hist = torch.as_tensor(h, device=self.items.device)
+        seq, mask = pad_prefixes(self._flat, start, hist, int(h.max()))
+        target = self._flat[torch.as_tensor(self._start[idx] + k, device=self.items.device)]
+        b = make_batch(seq, hist, target, mask, graphs=self.graphs, total=int(h.sum()))
+        b.session = self._session[torch.as_tensor(idx, device=self.items.device)]
+        return b
 
 
 class SessionParallelSource:
@@ -394,8 +442,9 @@ def training_source(model: Any, dataset: ProcessedDataset, splits: Sequence[str]
     The model may build its own (`Model.example_source`); otherwise the protocol's kind
     (`dataset.info["train_examples"]`, default `prefix`): `prefix` = every (prefix, target)
     example of the fit splits (SR-GNN augmentation; `limit` keeps the first N), `random-cut` =
-    `RandomCutSource` (history `dataset.info["history_len"]`, default 50; `limit`: first N
-    sequences), `session-parallel` = `SessionParallelSource` (`limit`: first N sessions).
+    `RandomCutSource` (history `dataset.info["history_len"]`, default 50; cut rule
+    `dataset.info["train_cut"]`, default `random`; `limit`: first N sequences),
+    `session-parallel` = `SessionParallelSource` (`limit`: first N sessions).
     """
     if items is None:
         items = item_tensor(dataset, device)
@@ -411,7 +460,8 @@ def training_source(model: Any, dataset: ProcessedDataset, splits: Sequence[str]
     fit = dataset.fit_sessions(tuple(splits))
     if kind == "random-cut":
         return RandomCutSource(items, fit, history=int(dataset.info.get("history_len", 50)), limit=limit,
-                               graphs=model.needs_graph)
+                               graphs=model.needs_graph, cut=str(dataset.info.get("train_cut", "random")),
+                               min_cut=int(dataset.info.get("min_cut", 4)))
     if kind == "session-parallel":
         if model.needs_graph:
             raise SbrError(f"{model.name} reads session graphs: it cannot train on session-parallel batches")

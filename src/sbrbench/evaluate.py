@@ -20,6 +20,8 @@ import numpy as np
 from sbrbench.batching import ExampleSource
 from sbrbench.device import autocast
 from sbrbench.errors import DataError, SbrError
+from sbrbench.guards import split_extras
+from sbrbench.honesty import length_breakdown, parse_length_buckets, tie_summary
 from sbrbench.metrics import DEFAULT_KS, RankCollector, parse_ks, parse_metric, per_example_from_ranks
 from sbrbench.registry import unknown_name_message
 from sbrbench.results import RunDir
@@ -44,7 +46,7 @@ def score_examples(model: Model, source: ExampleSource, batch_size: int, device:
     """
     import torch
 
-    col = RankCollector(device)
+    col = RankCollector(device, **getattr(source, "rank_options", {}))  # the protocol's rank options
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -62,14 +64,20 @@ def evaluation_source(model: Model, dataset: ProcessedDataset, split: str, devic
     the model is told which split it is about to score (`Model.evaluation_split`).
 
     Targets per example are the protocol's (`dataset.info["eval_targets"]`): `next` (one, the
-    default) or `remaining` (every following item of the session, as ComiRec evaluates).
+    default) or `remaining` (every following item of the session, as ComiRec evaluates). A protocol
+    that caps histories (`info["history_len"]` with remaining-items targets: ComiRec's L) has each
+    prefix cut to its last L items, and its rank options (`info["rank_options"]`: duplicate targets
+    counted by Recall, extra metric families) travel with the source to the `RankCollector`.
     """
     targets = str(dataset.info.get("eval_targets", "next"))
     if targets not in EVAL_TARGETS:
         raise DataError(unknown_name_message("kind of evaluation targets", targets, list(EVAL_TARGETS)))
     model.evaluation_split(dataset, split)
-    return ExampleSource.from_dataset(dataset, split, device, graphs=model.needs_graph, items=items,
-                                      targets=targets)
+    history = dataset.info.get("history_len") if targets == "remaining" else None
+    src = ExampleSource.from_dataset(dataset, split, device, graphs=model.needs_graph, items=items,
+                                     targets=targets, history=None if history is None else int(history))
+    src.rank_options = dict(dataset.info.get("rank_options") or {})
+    return src
 
 
 def protocol_targets(
@@ -102,18 +110,24 @@ def protocol_targets(
 
 
 def evaluate_run(
-    run_dir: str | Path, *, split: str = "test", ks: tuple[int, ...] = DEFAULT_KS, device: str = "cpu"
+    run_dir: str | Path, *, split: str = "test", ks: tuple[int, ...] = DEFAULT_KS, device: str = "cpu",
+    length_buckets: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
     """Reload a run's model (best checkpoint, or a deterministic re-fit) and re-score `split`.
 
-    Returns {"metrics": {...}, "n_examples": N}.
+    Returns {"metrics": {...}, "n_examples": N, "ties": tie diagnostics, "by_length": metrics per
+    prefix-length bucket}.
     """
     run = RunDir.open(run_dir)
     cfg = run.read_config()
     model, ds = run.load_model(device)
     source = evaluation_source(model, ds, split, device)
     col = score_examples(model, source, int(cfg.train.eval_batch_size), device, cfg.precision)
-    return {"metrics": col.metrics(tuple(ks)), "n_examples": len(source)}
+    ranks = col.numpy()
+    return {"metrics": col.metrics(tuple(ks)), "n_examples": len(source),
+            "ties": tie_summary(ranks, col.ties().cpu().numpy(), tuple(ks)),
+            "by_length": length_breakdown(ranks, ds.examples(split).length, tuple(ks),
+                                          parse_length_buckets(length_buckets))}
 
 
 def evaluate_run_dir(
@@ -123,20 +137,25 @@ def evaluate_run_dir(
     *,
     recompute: bool = False,
     device: str = "cpu",
+    length_buckets: str | tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
     """`sbrbench evaluate RUN_DIR`: metrics from stored ranks, or re-run from the checkpoint.
 
     The model is re-run (`evaluate_run`) with `recompute=True` or when the run has no stored ranks
-    for `split`.
+    for `split`. The result also holds `ties` (optimistic vs pessimistic figures, when the run
+    stored tie counts) and `by_length` (metrics per prefix-length bucket, `length_buckets` edges,
+    default 2,5: short <= 2, medium 3-5, long > 5).
     """
     run = RunDir.open(run_dir)
     rec = run.read_metrics()
     kk = parse_ks(ks)
+    edges = parse_length_buckets(length_buckets)
     if not recompute and run.has_ranks(split):
-        return run.metrics_from_ranks(split, kk)
-    out = evaluate_run(run.path, split=split, ks=kk, device=device)
+        return {**run.metrics_from_ranks(split, kk), **split_extras(run, split, kk, edges)}
+    out = evaluate_run(run.path, split=split, ks=kk, device=device, length_buckets=edges)
     return {**run.identity(rec), "split": split, "n_examples": out["n_examples"], "ks": list(kk),
-            "source": f"checkpoint on {device}", "metrics": out["metrics"]}
+            "source": f"checkpoint on {device}", "metrics": out["metrics"], "ties": out["ties"],
+            "by_length": out["by_length"]}
 
 
 def compare_runs(

@@ -5,6 +5,8 @@ not "complete" (or whose record is unreadable) are skipped and counted. Runs are
 (dataset, protocol, model, select_on); when one seed was run several times only its latest run
 counts. Runs that selected their epoch on the test set ("paper-compatible", `select_on = "test"`)
 are reported apart from validation-selected runs: their numbers are optimistic by construction.
+Runs are also grouped by tuning budget (`sbrbench.budget`: "untuned", or "tuned, N trials" for the
+final runs of `sbrbench tune`), and rows are ranked only within one budget.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from typing import Any
 import numpy as np
 
 from sbrbench import paper_figures
+from sbrbench.budget import TUNE_NOTE, UNTUNED, budget_label
 from sbrbench.errors import SbrError
+from sbrbench.guards import annotate_rows, leaderboard_runs
+from sbrbench.honesty import COST_COLUMNS, MARK_LEGEND, cost_cells
 from sbrbench.io import atomic_write_text
 from sbrbench.metrics import DEFAULT_METRICS, metrics_from_ranks, parse_metric
 from sbrbench.paths import results_dir
@@ -107,6 +112,7 @@ def collect_runs(
             "select_on": str(rec.get("select_on") or "valid"),
             "seed": rec.get("seed"),
             "mtime": mpath.stat().st_mtime,
+            "budget": budget_label(run.read_sidecar(TUNE_NOTE)),  # "untuned" or "tuned, N trials"
             "values": values,
         })
     return runs, skipped
@@ -130,18 +136,20 @@ def build_leaderboard(
     runs, skipped = collect_runs(root, dataset, split, mets)
     latest: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in runs:
-        key = (r["dataset"], r["protocol"], r["model"], r["select_on"], r["seed"] if r["seed"] is not None else r["run_dir"])
+        key = (r["dataset"], r["protocol"], r["model"], r["select_on"], r["budget"],
+               r["seed"] if r["seed"] is not None else r["run_dir"])
         if key not in latest or r["mtime"] > latest[key]["mtime"]:
             latest[key] = r
     groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for r in latest.values():
-        groups.setdefault((r["dataset"], r["protocol"], r["model"], r["select_on"]), []).append(r)
+        groups.setdefault((r["dataset"], r["protocol"], r["model"], r["select_on"], r["budget"]), []).append(r)
     rows: list[dict[str, Any]] = []
-    for (ds, proto, model, sel), rs in groups.items():
+    for (ds, proto, model, sel, budget), rs in groups.items():
         row: dict[str, Any] = {
             "dataset": ds, "protocol": proto, "model": model, "select_on": sel,
-            "mode": MODES.get(sel, sel), "n": len(rs),
+            "mode": MODES.get(sel, sel), "budget": budget, "n": len(rs),
             "seeds": sorted((r["seed"] for r in rs if r["seed"] is not None), key=str),
+            "runs": [{"run_dir": r["run_dir"], "seed": r["seed"], "values": r["values"]} for r in rs],
         }
         for m in mets:
             vals = np.array([r["values"][m] for r in rs if m in r["values"]], dtype=np.float64)
@@ -152,8 +160,13 @@ def build_leaderboard(
             row[f"{m} source"] = fig.table if fig else None
         rows.append(row)
     first = mets[0]
+    # ranked only within one tuning budget: "untuned" first, then "tuned, N trials" (Shehzad & Jannach 2023)
     rows.sort(key=lambda r: (r["dataset"], r["protocol"], r["select_on"] != "valid", r["select_on"],
+                             r["budget"] != UNTUNED, r["budget"],
                              -(r[first] if r[first] is not None else -math.inf), r["model"]))
+    # every row against its table's best (Holm over the table), seed stability, cost from the records
+    annotate_rows(rows, mets, split, table_key=lambda r: (r["dataset"], r["protocol"], r["select_on"], r["budget"]),
+                  runs_of=leaderboard_runs)
     return Leaderboard(metrics=mets, rows=rows, n_runs=len(runs), skipped=skipped, split=split)
 
 
@@ -166,22 +179,25 @@ def format_cell(row: dict[str, Any], metric: str) -> str:
     mean, std = row.get(metric), row.get(f"{metric} std")
     if mean is None:
         return "–"
-    return f"{_pct(mean)} ± {_pct(std)}" if std is not None else _pct(mean)
+    mark = (row.get("marks") or {}).get(metric, "")  # significance against the table's best, seed stability
+    return (f"{_pct(mean)} ± {_pct(std)}" if std is not None else _pct(mean)) + (f" {mark}" if mark else "")
 
 
 def display_rows(lb: Leaderboard) -> tuple[list[str], list[list[str]]]:
     """Header and string rows for terminal / Markdown tables (percent, like the papers)."""
-    header = ["dataset", "protocol", "model", "selection", "n"]
+    header = ["dataset", "protocol", "model", "selection", "tuning budget", "n"]
     for m in lb.metrics:
         header += [f"{m} (%)", f"{m} published (%)"]
+    header += [h for h, _ in COST_COLUMNS]
     out = []
     for r in lb.rows:
         cells = [r["dataset"], r["protocol"], r["model"],
-                 "test (paper-compatible)" if r["select_on"] == "test" else r["select_on"], str(r["n"])]
+                 "test (paper-compatible)" if r["select_on"] == "test" else r["select_on"], r.get("budget", UNTUNED),
+                 str(r["n"])]
         for m in lb.metrics:
             pub = r[f"{m} published"]
             cells += [format_cell(r, m), f"{_pct(pub)} [{r[f'{m} source']}]" if pub is not None else ""]
-        out.append(cells)
+        out.append(cells + cost_cells(r.get("cost")))
     return header, out
 
 
@@ -215,19 +231,28 @@ def render_leaderboard_markdown(lb: Leaderboard) -> str:
         lines += ["(no complete runs)", ""]
     if lb.skipped:
         lines += [f"{len(lb.skipped)} run(s) skipped (incomplete or unreadable).", ""]
+    if len({r.get("budget", UNTUNED) for r in lb.rows}) > 1:
+        lines += ["Tuning budget: the hyper-parameter search a row got (`sbrbench tune`: tuned, N trials). Rows are "
+                  "ranked and tested only against rows of the same budget: tuned and untuned rows are not comparable.",
+                  ""]
+    if lb.rows:
+        lines += [f"Marks: {MARK_LEGEND}. Cost columns come from the run records (mean over seeds; peak MB is "
+                  "the process's peak RSS on CPU, CUDA memory allocated on a GPU).", ""]
     return "\n".join(lines)
 
 
 def render_csv(lb: Leaderboard) -> str:
     """The leaderboard as CSV (fractions, not percent; one column per statistic)."""
-    cols = ["dataset", "protocol", "model", "select_on", "mode", "n", "seeds"]
+    cols = ["dataset", "protocol", "model", "select_on", "mode", "budget", "n", "seeds"]
     for m in lb.metrics:
         cols += [m, f"{m} std", f"{m} published", f"{m} source"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
+    w.writerow(cols + [f"{m} mark" for m in lb.metrics] + [key for _, key in COST_COLUMNS])
     for r in lb.rows:
-        w.writerow(["" if r.get(c) is None else (" ".join(map(str, r[c])) if c == "seeds" else r[c]) for c in cols])
+        w.writerow(["" if r.get(c) is None else (" ".join(map(str, r[c])) if c == "seeds" else r[c]) for c in cols]
+                   + [(r.get("marks") or {}).get(m, "") for m in lb.metrics]
+                   + ["" if (r.get("cost") or {}).get(k) is None else r["cost"][k] for _, k in COST_COLUMNS])
     return buf.getvalue()
 
 

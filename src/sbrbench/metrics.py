@@ -20,10 +20,20 @@ ComiRec-style protocols): a target is in the top K when its pessimistic rank is 
 HR@K = 1[any target in the top K], Recall@K = |top-K ∩ T| / |T|, P@K = |top-K ∩ T| / K,
 MRR@K = 1/rank of the best-ranked target (0 beyond K), NDCG@K = DCG/IDCG with
 DCG = Σ_{t in top K} 1/log2(rank_t + 1) and IDCG = Σ_{i=1..min(|T|, K)} 1/log2(i + 1).
-Duplicate targets in a row count once (T is a set). The shape decides the protocol: ranks of shape
-(N, 1) are a multi-target protocol with one target (P@K = HR@K / K there).
+Duplicate targets in a row count once (T is a set), except in Recall's denominator when the
+ranks were computed with `duplicates="count"` (the ComiRec protocol): a repeat of an earlier
+target of its row then gets the rank -1 (never a hit, never ranked twice) and Recall@K =
+|top-K ∩ T| / (number of targets, repeats included), as ComiRec computes it. The shape decides
+the protocol: ranks of shape (N, 1) are a multi-target protocol with one target (P@K = HR@K / K there).
+
+Extra families, computed only when asked for (`extra=`): `NDCG_comirec@K`, ComiRec's
+hit-normalised NDCG (THUDM/ComiRec master): the same DCG divided by the ideal DCG of as many
+targets as were *hit*, Σ_{i=1..hits} 1/log2(i + 1) (0 without a hit). It is not the standard
+NDCG (a row whose hits sit at the top scores 1 whatever |T| is) and is never a default.
 
 Means are taken over the examples that have at least one target. Values are fractions in [0, 1].
+The same comparison pass also counts the candidates *tying* with each target (`rank_block_ties`,
+`RankCollector.ties()`): the optimistic rank `1 + #strictly higher` is the rank minus that count.
 See docs/metrics.md for the full text.
 """
 
@@ -96,7 +106,18 @@ METRICS: dict[str, MetricInfo] = {
     ),
 }
 
+#: Families computed only when asked for (`metrics_from_ranks(..., extra=...)`); never defaults.
+EXTRA_METRICS: dict[str, MetricInfo] = {
+    "NDCG_comirec": MetricInfo(
+        "NDCG_comirec", True,
+        "1/log2(rank + 1) if rank <= K else 0 (equal to NDCG@K)",
+        "ComiRec's hit-normalised NDCG: DCG / sum_{i=1..hits} 1/log2(i + 1), 0 without a hit",
+    ),
+}
+DUPLICATE_RULES = ("once", "count")
+
 _ALIASES = {
+    "ndcg_comirec": "NDCG_comirec", "comirec_ndcg": "NDCG_comirec",
     "hr": "HR", "hit": "HR", "hits": "HR", "hitrate": "HR",
     "p": "P", "prec": "P", "precision": "P",
     "recall": "Recall", "r": "Recall",
@@ -110,10 +131,10 @@ def parse_metric(name: str, default_k: int | None = None) -> tuple[str, int]:
 
     A name without `@K` takes `default_k`; a clear `SbrError` for unknown names or bad Ks.
     """
-    m = re.fullmatch(r"\s*([A-Za-z]+)\s*(?:@\s*(\S+))?\s*", name)
+    m = re.fullmatch(r"\s*([A-Za-z][A-Za-z_]*)\s*(?:@\s*(\S+))?\s*", name)
     base = _ALIASES.get(m.group(1).lower()) if m else None
     if base is None:
-        raise SbrError(unknown_name_message("metric", name, [f"{n}@K" for n in METRICS]))
+        raise SbrError(unknown_name_message("metric", name, [f"{n}@K" for n in (*METRICS, *EXTRA_METRICS)]))
     kstr = m.group(2) if m else None
     if kstr is None:
         if default_k is None:
@@ -140,9 +161,43 @@ def parse_ks(text: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-def metric_names(ks: tuple[int, ...] | list[int] = DEFAULT_KS) -> list[str]:
-    """The keys `metrics_from_ranks` returns, in order: each metric family at each K."""
-    return [f"{m}@{k}" for m in METRICS for k in ks]
+def metric_names(ks: tuple[int, ...] | list[int] = DEFAULT_KS, extra: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """The keys `metrics_from_ranks` returns, in order: each metric family at each K (then the
+    `extra` families)."""
+    return [f"{m}@{k}" for m in (*METRICS, *_extra_families(extra)) for k in ks]
+
+
+def _extra_families(extra: tuple[str, ...] | list[str] | None) -> list[str]:
+    out = []
+    for name in extra or ():
+        fam, _ = parse_metric(str(name), 1)
+        if fam not in EXTRA_METRICS:
+            raise SbrError(f"{name!r} is not an extra metric family; extra families: {', '.join(EXTRA_METRICS)}")
+        if fam not in out:
+            out.append(fam)
+    return out
+
+
+def _check_duplicates(duplicates: str) -> None:
+    if duplicates not in DUPLICATE_RULES:
+        raise SbrError(unknown_name_message("duplicate-target rule", duplicates, list(DUPLICATE_RULES)))
+
+
+def metric_definitions(rank_options: dict[str, Any] | None = None) -> dict[str, str]:
+    """What the numbers of a run mean, stored with them: the rank, Recall's denominator, the NDCG
+    definition (and the extra families' definitions) under the given rank options."""
+    opts = dict(rank_options or {})
+    counted = opts.get("duplicates", "once") == "count"
+    out = {
+        "rank": "pessimistic: 1 + #other candidates scoring >= the target (ties never favour it); padding id 0 excluded",
+        "Recall": ("hits / number of targets, repeated targets counted (ComiRec)" if counted
+                   else "hits / number of distinct targets"),
+        "NDCG": "standard: sum over targets in the top K of 1/log2(rank + 1), divided by the ideal DCG of "
+                "min(K, number of distinct targets)",
+    }
+    for fam in _extra_families(opts.get("extra", ())):
+        out[fam] = EXTRA_METRICS[fam].multi_target
+    return out
 
 
 # ---- ranks ----------------------------------------------------------------------------------------
@@ -160,12 +215,13 @@ def _dedup_mask(ids: Tensor) -> Tensor:
     return keep & (ids != 0)
 
 
-def _count_ge_col(scores: Tensor, st: Tensor) -> Tensor:
-    """(B,) int64 counts of columns with scores[b, :] >= st[b, 0]."""
+def _count_ge_col(scores: Tensor, st: Tensor, strict: bool = False) -> tuple[Tensor, Tensor | None]:
+    """(B,) int64 counts of columns with scores[b, :] >= st[b, 0], and with `strict` also of those
+    with scores > st (the optimistic count), from the same block while it is in cache (else None)."""
     import torch
 
     if scores.device.type != "cpu":
-        return (scores >= st).sum(dim=1)
+        return (scores >= st).sum(dim=1), ((scores > st).sum(dim=1) if strict else None)
     # On CPU a bool -> int64 row sum is several times slower than the comparison itself; comparing
     # into a small reused float32 buffer (exact for counts < 2**24) and summing that is not.
     B, n = scores.shape
@@ -176,24 +232,32 @@ def _count_ge_col(scores: Tensor, st: Tensor) -> Tensor:
         buf = _local.buf = torch.empty(rows * n, dtype=acc)  # reused: no page faults per batch
     buf = buf[: rows * n].view(rows, n)
     out = torch.empty(B, dtype=acc)
+    out_gt = torch.empty(B, dtype=acc) if strict else None
     for i in range(0, B, rows):
         j = min(i + rows, B)
         blk = buf[: j - i]
         torch.ge(scores[i:j], st[i:j], out=blk)
         torch.sum(blk, dim=1, out=out[i:j])
-    return out.long()
+        if out_gt is not None:  # the strict count of the same block, still in cache
+            torch.gt(scores[i:j], st[i:j], out=blk)
+            torch.sum(blk, dim=1, out=out_gt[i:j])
+    return out.long(), (out_gt.long() if out_gt is not None else None)
 
 
-def _count_ge(scores: Tensor, st: Tensor) -> Tensor:
-    """(B, T) counts of columns of `scores` (B, n) with score >= st[b, t] (all columns)."""
+def _count_ge(scores: Tensor, st: Tensor, strict: bool = False) -> tuple[Tensor, Tensor | None]:
+    """(B, T) counts of columns of `scores` (B, n) with score >= st[b, t] (all columns), and with
+    `strict` the counts with score > st[b, t] (else None)."""
     import torch
 
     T = st.shape[1]
     if T <= _SORT_THRESHOLD:
-        return torch.stack([_count_ge_col(scores, st[:, j : j + 1]) for j in range(T)], dim=1)
+        cols = [_count_ge_col(scores, st[:, j : j + 1], strict) for j in range(T)]
+        ge = torch.stack([c[0] for c in cols], dim=1)
+        return ge, (torch.stack([c[1] for c in cols], dim=1) if strict else None)  # type: ignore[misc]
     srt = scores.sort(dim=1).values
     st_c = st.to(srt.dtype).contiguous()
-    return scores.shape[1] - torch.searchsorted(srt, st_c, side="left")
+    ge = scores.shape[1] - torch.searchsorted(srt, st_c, side="left")
+    return ge, ((scores.shape[1] - torch.searchsorted(srt, st_c, side="right")) if strict else None)
 
 
 def check_ids(ids: Tensor, n_items: int, what: str = "target") -> None:
@@ -223,7 +287,8 @@ def _as_2d_targets(targets: Tensor, device: torch.device) -> tuple[Tensor, bool]
 
 
 def target_ranks(
-    scores: Tensor, targets: Tensor, seen: Tensor | None = None, *, check_nan: bool = True
+    scores: Tensor, targets: Tensor, seen: Tensor | None = None, *, check_nan: bool = True,
+    duplicates: str = "once",
 ) -> Tensor:
     """Pessimistic rank of each target among the candidates 1..n_items-1.
 
@@ -234,15 +299,17 @@ def target_ranks(
             the candidates (as if their score were -inf), except a target, which keeps its score.
         check_nan: raise `SbrError` if any score is NaN (costs one host sync; `RankCollector`
             defers that check to the end of the evaluation instead).
+        duplicates: "once" (a repeated target gets 0, like padding) or "count" (it gets -1, so
+            that Recall's denominator counts it, as ComiRec does).
 
     Returns:
         int64 ranks on `scores.device`, shape (B,) or (B, T); 0 where the target is padding or
-        repeats an earlier target of its row.
+        repeats an earlier target of its row (-1 for a repeat with `duplicates="count"`).
 
     Shapes:
         scores (B, n), targets (B,) | (B, T), seen (B, L) -> (B,) | (B, T)
     """
-    ranks, nan, _ = rank_block(scores, targets, seen, check_nan=check_nan)
+    ranks, nan, _ = rank_block(scores, targets, seen, check_nan=check_nan, duplicates=duplicates)
     if nan is not None and bool(nan):
         raise SbrError("the scores contain NaN: the model is broken (check the loss and learning rate)")
     return ranks
@@ -256,6 +323,7 @@ def rank_block(
     item_offset: int = 0,
     target_scores: Tensor | None = None,
     check_nan: bool = True,
+    duplicates: str = "once",
 ) -> tuple[Tensor, Tensor | None, bool]:
     """Rank targets against a block of item columns; building block of full and chunked ranking.
 
@@ -266,8 +334,29 @@ def rank_block(
 
     Returns (ranks or counts (B,) | (B, T) int64, a 0-d bool tensor "some score is NaN" (None
     when `check_nan` is False), whether the targets were one per row). Nothing here synchronises
-    with the host.
+    with the host. `duplicates="count"` marks a repeat of an earlier target of its row with -1
+    instead of 0 (it is never ranked twice, but Recall's denominator counts it).
     """
+    ranks, _, nan, single = rank_block_ties(scores, targets, seen, item_offset=item_offset, target_scores=target_scores,
+                                            check_nan=check_nan, duplicates=duplicates, ties=False)
+    return ranks, nan, single
+
+
+def rank_block_ties(
+    scores: Tensor,
+    targets: Tensor,
+    seen: Tensor | None = None,
+    *,
+    item_offset: int = 0,
+    target_scores: Tensor | None = None,
+    check_nan: bool = True,
+    duplicates: str = "once",
+    ties: bool = True,
+) -> tuple[Tensor, Tensor | None, Tensor | None, bool]:
+    """`rank_block` plus, with `ties`, the number of other candidates whose score *equals* the
+    target's (same shape as the ranks, 0 for padding): the pessimistic rank minus the optimistic
+    one (`1 + #strictly higher`). Both counts come from one comparison pass over each block (the
+    one rank code path). Returns (ranks or counts, tie counts or None, NaN flag, single)."""
     import torch
 
     if scores.dim() != 2:
@@ -297,16 +386,20 @@ def rank_block(
         nan = (torch.isnan(st).any() | torch.isnan(scores.amax(dim=1)).any()) if check_nan and c else None
     st = st.masked_fill(~valid, math.inf)  # padding targets: count nothing, cheaply
 
-    counts = _count_ge(scores, st)
+    counts, higher = _count_ge(scores, st, strict=ties)
     # column 0 (padding) is never a candidate
     if item_offset == 0 and c > 0:
         counts = counts - (scores[:, :1] >= st).long()
+        if higher is not None:
+            higher = higher - (scores[:, :1] > st).long()
     if not full:
         # the target itself is counted by the caller (+1), not through its own score
         local = t2 - item_offset
         inside = (local >= 0) & (local < c) & valid
         own = scores.gather(1, local.clamp(0, c - 1))
         counts = counts - ((own >= st) & inside).long()
+        if higher is not None:
+            higher = higher - ((own > st) & inside).long()
     if seen is not None:
         s = torch.as_tensor(seen, device=dev).long()
         if s.dim() != 2 or s.shape[0] != B:
@@ -317,9 +410,23 @@ def rank_block(
         keep &= (local >= 0) & (local < c) & (s != 0)
         ss = scores.gather(1, local.clamp(0, c - 1))
         counts = counts - ((ss[:, :, None] >= st[:, None, :]) & keep[:, :, None]).sum(dim=1)
+        if higher is not None:
+            higher = higher - ((ss[:, :, None] > st[:, None, :]) & keep[:, :, None]).sum(dim=1)
     counts = counts.masked_fill(~valid, 0)
-    out = counts[:, 0] if single else counts
-    return out, nan, single
+    tie = None
+    if higher is not None:  # equal scores: >= minus >, less the target itself when it was counted
+        tie = (counts - higher - (1 if full else 0)).clamp(min=0).masked_fill(~valid, 0)
+        tie = tie[:, 0] if single else tie
+    out = counts[:, 0] if single else _mark_repeats(counts, t2, valid, duplicates)
+    return out, tie, nan, single
+
+
+def _mark_repeats(ranks: Tensor, targets: Tensor, valid: Tensor, duplicates: str) -> Tensor:
+    """-1 where a target repeats an earlier one of its row (`duplicates="count"`), else unchanged."""
+    _check_duplicates(duplicates)
+    if duplicates == "once":
+        return ranks
+    return ranks.masked_fill((targets != 0) & ~valid, -1)
 
 
 def chunked_target_ranks(
@@ -331,6 +438,7 @@ def chunked_target_ranks(
     chunk_size: int = 65536,
     seen: Tensor | None = None,
     check_nan: bool = True,
+    duplicates: str = "once",
 ) -> tuple[Tensor, Tensor | None]:
     """Rank targets over a catalogue too large for one (B, n_items) score matrix.
 
@@ -339,6 +447,24 @@ def chunked_target_ranks(
     is bounded by B × chunk_size. Returns (ranks, 0-d NaN flag tensor or None), with the same ranks as
     `target_ranks` on the full matrix when `target_scores` equal the matrix's entries.
     """
+    ranks, _, nan = chunked_target_ranks_ties(score_chunk, target_scores, targets, n_items, chunk_size=chunk_size,
+                                              seen=seen, check_nan=check_nan, duplicates=duplicates, ties=False)
+    return ranks, nan
+
+
+def chunked_target_ranks_ties(
+    score_chunk: Any,
+    target_scores: Tensor,
+    targets: Tensor,
+    n_items: int,
+    *,
+    chunk_size: int = 65536,
+    seen: Tensor | None = None,
+    check_nan: bool = True,
+    duplicates: str = "once",
+    ties: bool = True,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """`chunked_target_ranks` plus the tie counts (`rank_block_ties`): (ranks, ties or None, NaN flag)."""
     import torch
 
     t_in = torch.as_tensor(targets)
@@ -346,22 +472,26 @@ def chunked_target_ranks(
     if seen is not None:
         check_ids(torch.as_tensor(seen), n_items, "seen")
     total: Tensor | None = None
+    tied: Tensor | None = None
     nan: Tensor | None = None
     single = True
     for start in range(0, n_items, chunk_size):
         end = min(start + chunk_size, n_items)
-        cnt, nflag, single = rank_block(
+        cnt, tie, nflag, single = rank_block_ties(
             score_chunk(start, end), targets, seen, item_offset=start, target_scores=target_scores,
-            check_nan=check_nan,
+            check_nan=check_nan, ties=ties,
         )
         total = cnt if total is None else total + cnt
+        if tie is not None:
+            tied = tie if tied is None else tied + tie
         if nflag is not None:
             nan = nflag if nan is None else nan | nflag
     if total is None:
         raise SbrError("empty catalogue: n_items must be >= 2")
     t = torch.as_tensor(targets, device=total.device).long()
     valid = (t != 0) if single else _dedup_mask(t)
-    return torch.where(valid, total + 1, torch.zeros_like(total)), nan
+    out = torch.where(valid, total + 1, torch.zeros_like(total))
+    return (out if single else _mark_repeats(out, t, valid, duplicates)), tied, nan
 
 
 # ---- metrics from ranks -----------------------------------------------------------------------
@@ -383,6 +513,8 @@ def _per_example(r: Tensor, family: str, k: int) -> Tensor:
         rf = r.double()
         if family in ("HR", "P", "Recall"):
             v = hit.double()
+        elif family == "NDCG_comirec":
+            v = torch.where(hit, 1.0 / torch.log2(rf + 1.0), torch.zeros_like(rf))
         elif family == "MRR":
             v = torch.where(hit, 1.0 / rf.clamp(min=1), torch.zeros_like(rf))
         else:
@@ -396,8 +528,8 @@ def _per_example(r: Tensor, family: str, k: int) -> Tensor:
     hits = in_k.sum(dim=1).double()
     if family == "HR":
         v = (hits > 0).double()
-    elif family == "Recall":
-        v = hits / n_t.clamp(min=1)
+    elif family == "Recall":  # repeats marked -1 (duplicates="count") count in the denominator
+        v = hits / (r != 0).sum(dim=1).clamp(min=1)
     elif family == "P":
         v = hits / k
     elif family == "MRR":
@@ -405,6 +537,12 @@ def _per_example(r: Tensor, family: str, k: int) -> Tensor:
         best = torch.where(valid, r, torch.full_like(r, big)).min(dim=1).values if r.shape[1] else (
             torch.full((r.shape[0],), big, dtype=r.dtype, device=r.device))
         v = torch.where(best <= k, 1.0 / best.double().clamp(min=1), torch.zeros_like(hits))
+    elif family == "NDCG_comirec":  # ComiRec master: ideal DCG of as many targets as were hit
+        gains = torch.where(in_k, 1.0 / torch.log2(r.double() + 1.0), torch.zeros_like(r, dtype=torch.float64))
+        m = int(min(max(r.shape[1], 1), k))
+        ideal = torch.cumsum(1.0 / torch.log2(torch.arange(2, m + 2, dtype=torch.float64, device=r.device)), 0)
+        idcg = ideal[(hits.long().clamp(min=1, max=m) - 1)]
+        v = torch.where(hits > 0, gains.sum(dim=1) / idcg, torch.zeros_like(hits))
     else:
         gains = torch.where(in_k, 1.0 / torch.log2(r.double() + 1.0), torch.zeros_like(r, dtype=torch.float64))
         dcg = gains.sum(dim=1)
@@ -425,24 +563,26 @@ def per_example_from_ranks(ranks: Tensor | np.ndarray, metric: str, k: int | Non
 
 
 def metrics_from_ranks(
-    ranks: Tensor | np.ndarray, ks: tuple[int, ...] | list[int] = DEFAULT_KS
+    ranks: Tensor | np.ndarray, ks: tuple[int, ...] | list[int] = DEFAULT_KS,
+    extra: tuple[str, ...] | list[str] = (),
 ) -> dict[str, float]:
     """Mean of every metric at every K (fractions), computed on the ranks' device, one host sync.
 
-    Keys follow `metric_names(ks)`: `HR@K`, `P@K`, `Recall@K`, `MRR@K`, `NDCG@K`. Examples with
-    no target are left out of the means; with no example at all every value is NaN.
+    Keys follow `metric_names(ks, extra)`: `HR@K`, `P@K`, `Recall@K`, `MRR@K`, `NDCG@K`, then the
+    `extra` families (`EXTRA_METRICS`, e.g. `NDCG_comirec`). Examples with no target are left out
+    of the means; with no example at all every value is NaN.
     """
     import torch
 
     ks = parse_ks(list(ks))
     r = _to_tensor(ranks)
     vals = []
-    for family in METRICS:
+    for family in (*METRICS, *_extra_families(extra)):
         for k in ks:
             v = _per_example(r, family, k)
             vals.append(torch.nanmean(v) if v.numel() else torch.tensor(math.nan, dtype=torch.float64))
     out = torch.stack(vals).tolist() if vals else []
-    return dict(zip(metric_names(ks), (float(x) for x in out)))
+    return dict(zip(metric_names(ks, extra), (float(x) for x in out)))
 
 
 def evaluate_scores(
@@ -481,12 +621,17 @@ class RankCollector:
         metrics = col.metrics((5, 10, 20))
     """
 
-    def __init__(self, device: str | torch.device = "cpu", *, check_nan: bool = True) -> None:
+    def __init__(self, device: str | torch.device = "cpu", *, check_nan: bool = True, duplicates: str = "once",
+                 extra: tuple[str, ...] | list[str] = ()) -> None:
         import torch
 
+        _check_duplicates(duplicates)
         self.device = torch.device(device)
         self.check_nan = check_nan
+        self.duplicates = duplicates  # "count": repeated targets ranked -1 (Recall counts them)
+        self.extra = tuple(_extra_families(extra))  # extra families `metrics` reports
         self._parts: list[Tensor] = []
+        self._ties: list[Tensor] = []  # per batch: other candidates scoring exactly the target's score
         self._nan: Tensor | None = None
         self._single: bool | None = None
         self._cache: Tensor | None = None
@@ -497,15 +642,18 @@ class RankCollector:
     def reset(self) -> None:
         """Forget every collected rank."""
         self._parts.clear()
+        self._ties.clear()
         self._nan = None
         self._single = None
         self._cache = None
 
-    def _add(self, ranks: Tensor, nan: Tensor | None, single: bool) -> None:
+    def _add(self, ranks: Tensor, nan: Tensor | None, single: bool, ties: Tensor | None = None) -> None:
         if self._single is not None and single != self._single:
             raise SbrError("cannot mix one-target (B,) and several-target (B, T) batches in one evaluation")
         self._single = single
         self._parts.append(ranks.to(self.device, non_blocking=True))
+        if ties is not None:
+            self._ties.append(ties.to(self.device, non_blocking=True))
         if nan is not None and self.check_nan:
             nan = nan.to(self.device)
             self._nan = nan if self._nan is None else (self._nan | nan)
@@ -513,8 +661,9 @@ class RankCollector:
 
     def update(self, scores: Tensor, targets: Tensor, seen: Tensor | None = None) -> None:
         """Rank `targets` (B,) or (B, T) against `scores` (B, n_items) and keep the ranks."""
-        ranks, nan, single = rank_block(scores, targets, seen, check_nan=self.check_nan)
-        self._add(ranks, nan, single)
+        ranks, ties, nan, single = rank_block_ties(scores, targets, seen, check_nan=self.check_nan,
+                                                   duplicates=self.duplicates)
+        self._add(ranks, nan, single, ties)
 
     def update_chunked(
         self,
@@ -527,11 +676,11 @@ class RankCollector:
         seen: Tensor | None = None,
     ) -> None:
         """Like `update` for a catalogue scored chunk by chunk (`score_chunk(start, end)`)."""
-        ranks, nan = chunked_target_ranks(
+        ranks, ties, nan = chunked_target_ranks_ties(
             score_chunk, target_scores, targets, n_items, chunk_size=chunk_size, seen=seen,
-            check_nan=self.check_nan,
+            check_nan=self.check_nan, duplicates=self.duplicates,
         )
-        self._add(ranks, nan, ranks.dim() == 1)
+        self._add(ranks, nan, ranks.dim() == 1, ties)
 
     def ranks(self) -> Tensor:
         """All ranks so far, (N,) or (N, T) int64 on the collector's device (raises on NaN scores)."""
@@ -555,6 +704,20 @@ class RankCollector:
         """The ranks as an int64 numpy array."""
         return self.ranks().cpu().numpy()
 
+    def ties(self) -> Tensor:
+        """Per target, the number of other candidates scoring exactly its score (the pessimistic
+        rank minus the optimistic one, `1 + #strictly higher`); same shape as `ranks()`."""
+        import torch
+
+        ranks = self.ranks()
+        if len(self._ties) != len(self._parts):
+            raise SbrError("tie counts are missing for some batches of this evaluation")
+        if not self._ties:
+            return torch.zeros_like(ranks)
+        if self._single:
+            return torch.cat(self._ties)
+        return torch.cat([torch.nn.functional.pad(t, (0, ranks.shape[1] - int(t.shape[1]))) for t in self._ties])
+
     def metrics(self, ks: tuple[int, ...] | list[int] = DEFAULT_KS) -> dict[str, float]:
-        """Every metric at every K over all collected examples (fractions)."""
-        return metrics_from_ranks(self.ranks(), ks)
+        """Every metric at every K over all collected examples (fractions), and the extra families."""
+        return metrics_from_ranks(self.ranks(), ks, self.extra)

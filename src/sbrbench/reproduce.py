@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,12 @@ from sbrbench.data.dataset import ProcessedDataset
 from sbrbench.data.store import load_processed
 from sbrbench.data.subset import top_items_subset
 from sbrbench.errors import DataError, SbrError
+from sbrbench.guards import annotate_reproduction
+from sbrbench.honesty import COST_COLUMNS, MARK_LEGEND, cost_cells
 from sbrbench.io import atomic_write_json, atomic_write_text
 from sbrbench.metrics import DEFAULT_METRICS
 from sbrbench.models import MODELS
+from sbrbench.multiseed import aggregate_seeds, paired_test
 from sbrbench.paper_figures import lookup
 from sbrbench.registry import Registry
 from sbrbench.results import RunDir
@@ -48,6 +51,7 @@ class Budget:
     epochs: int | None = None  # None: the model's default
     max_train_examples: int | None = None
     top_items: int | None = None  # train and test neural models on the N most frequent items only
+    seeds: int = 1  # neural rows run with seeds seed, seed+1, ...: mean ± std and paired tests (`multiseed`)
 
 
 @dataclass(frozen=True)
@@ -82,10 +86,24 @@ class TableSpec:
     notes: tuple[str, ...] = ()
     claims: dict[str, float] = field(default_factory=dict)
     claims_model: str | None = None
+    claims_models: tuple[str, ...] = ()  # several rows against the same baselines (instead of claims_model)
+    claim_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> claimed min, max gain
+    optional_models: tuple[str, ...] = ()  # rows included once another issue has registered them
+    # per-metric claims (dataset -> metric -> claimed gain) and the paper dataset they come from
+    claims_by_metric: dict[str, dict[str, float]] = field(default_factory=dict)
+    claims_source: dict[str, str] = field(default_factory=dict)
+    # sanity checks: (model, baseline, metric, minimum ratio) — e.g. MCLSR must clearly beat POP
+    checks: tuple[tuple[str, str, str, float], ...] = ()
+    # fit the non-neural rows on a budget's subset too (so that a check compares the same data)
+    baselines_on_subset: bool = False
+    # budget -> row label -> overrides of that row under that budget (CI-sized settings of a costly
+    # row); the key `max_train_examples` sets that row's limit of training examples
+    budget_overrides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def entries(self) -> tuple[Entry, ...]:
-        """Every row: the plain models, then the variants."""
-        return tuple(Entry(m, m) for m in self.models) + self.variants
+        """Every row: the plain models (and the optional ones that are registered), then the variants."""
+        present = tuple(m for m in self.optional_models if m in MODELS)
+        return tuple(Entry(m, m) for m in self.models + present) + self.variants
 
 
 NEURAL_BUDGETS = {
@@ -104,13 +122,28 @@ TABLES.register("srgnn-table2")(
     TableSpec(
         key="srgnn-table2",
         paper_table="srgnn-table2",
-        models=("pop", "spop", "itemknn", "srgnn"),
+        models=("pop", "spop", "itemknn", "bpr-mf", "fpmc", "gru4rec", "narm", "stamp", "srgnn"),
         datasets=("diginetica", "yoochoose1_64", "yoochoose1_4"),
         budgets=NEURAL_BUDGETS,
         unavailable={
             "yoochoose1_4": "needs the manual raw file yoochoose-clicks.dat (RecSys Challenge 2015): "
             "run `sbrbench download yoochoose1_4 --from PATH/yoochoose-clicks.dat` then `sbrbench preprocess yoochoose1_4`",
         },
+        notes=(
+            ("BPR-MF and FPMC run on sessions as the paper's baselines did: every training session is a user; a new "
+             "session is the mean of its items' factors (BPR-MF) or has no user term (FPMC). Their settings are not "
+             "published (MyMediaLite's BPR-MF defaults, `sbrbench models`); the FPMC figures are the widely cited "
+             "ones (no Yoochoose 1/4 run in the paper)."),
+            ("GRU4Rec is the official PyTorch implementation's algorithm with its tuned parameter files (Diginetica: "
+             "BPR-max, 512 units; Yoochoose: the RSC15 file); the paper's GRU4Rec figures are older runs."),
+            ("Budget ci only (CI time): GRU4Rec with 100 units and 512 negatives, NARM and STAMP at lr 0.01, each "
+             "on its first 60,000 training examples of the slice."),
+        ),
+        budget_overrides={"ci": {
+            "gru4rec": {"layers": "100", "n_sample": 512, "max_train_examples": 60_000},
+            "narm": {"lr": 0.01, "max_train_examples": 60_000},
+            "stamp": {"lr": 0.01, "max_train_examples": 60_000},
+        }},
     )
 )
 
@@ -134,11 +167,23 @@ TABLES.register("tagnnpp-table2")(
     TableSpec(
         key="tagnnpp-table2",
         paper_table="tagnnpp-table2",
-        models=("srgnn", "tagnn", "tagnnpp", "tagnnpp-code"),
+        models=("gru4rec", "narm", "stamp", "repeatnet", "csrm", "srgnn", "gcsan", "tagnn", "lessr", "tagnnpp",
+                "tagnnpp-code"),
         datasets=("yoochoose1_64", "diginetica"),
         metrics=("HR@20", "MRR@20"),
         budgets=SMALL_CI_BUDGETS,
-        notes=(_TAGNNPP_NOTE, "tagnnpp-code is the released code's behaviour; the paper has no such row."),
+        notes=(_TAGNNPP_NOTE, "tagnnpp-code is the released code's behaviour; the paper has no such row.",
+               ("DGTN (ICDMW 2020) is not reproduced yet: its official code (kunwuz/DGTN, PyTorch Geometric) exists "
+                "but has not been ported. The paper's Transformer row is TAGNN++ without its GNN: "
+                "`reproduce tagnnpp-table3` (tagnnpp-no_gnn)."),
+               "GC-SAN has no official code: RecBole's implementation and defaults (d = 64, one block, one head).",
+               ("Budget ci only (CI time, 10,000 training examples): NARM and STAMP at lr 0.01, CSRM at lr 0.005, "
+                "each in batches of 128.")),
+        budget_overrides={"ci": {
+            "narm": {"lr": 0.01, "batch_size": 128},
+            "stamp": {"lr": 0.01, "batch_size": 128},
+            "csrm": {"lr": 0.005, "batch_size": 128},
+        }},
     )
 )
 
@@ -177,6 +222,90 @@ TABLES.register("cmgnn")(
 )
 
 
+# MACL (Pattern Recognition 2025): its datasets as released (ID-only pickles), 5 seeds; the paper gives
+# only relative gains over its best baseline (+4.14 % … +11.90 % P@20, +2.25 % … +27.34 % MRR@20).
+MACL_BUDGETS = {
+    "full": Budget("full", seeds=5),
+    "reduced": Budget("reduced", epochs=3, seeds=5),
+    "small": Budget("small", epochs=1, top_items=1000, seeds=5),
+    "ci": Budget("ci", epochs=1, top_items=500, max_train_examples=1000, seeds=2),
+}
+TABLES.register("macl")(
+    TableSpec(
+        key="macl",
+        paper_table="macl",
+        models=("spop", "stan", "vstan", "srgnn", "gcegnn", "macl-code"),
+        optional_models=("gru4rec", "narm", "stamp", "sasrec"),  # the session models of the neural-baselines issue
+        datasets=("macl-cellphones", "macl-grocery", "macl-instacart"),
+        metrics=("P@10", "P@20", "MRR@10", "MRR@20"),
+        protocol="macl",
+        budgets=MACL_BUDGETS,
+        variants=(Entry("macl (text-only, no features)", "macl"),),
+        claims_models=("macl-code", "macl (text-only, no features)"),
+        claim_ranges={"P@20": (0.0414, 0.1190), "MRR@20": (0.0225, 0.2734)},
+        notes=(
+            "MACL's image and text feature files were never published. `macl-code` is the released code, which "
+            "overwrites the features it loads with random trainable tables (models-next.md §2.8-1), so it needs none. "
+            "The `macl (text-only, no features)` row is the paper reading (proper train/eval, InfoNCE with the "
+            "positive in the denominator, adaptive weights over the whole signal set) in the release's text-only "
+            "structure, its three text views random trainable tables: no features exist for these datasets.",
+            "About half of the inputs are a single item and each test set has ≈ 4.6k-5.3k sessions: seed variance is "
+            "large. Non-neural rows (S-POP, STAN, V-STAN) are deterministic and fitted once.",
+            "Items of the session are not masked when ranking: 25.8 % of Grocery's test targets repeat one.",
+        ),
+    )
+)
+
+
+# MCLSR (CIKM 2022) Table 2 under ComiRec's protocol (`comirec`: 80/10/10 users, 80/20 history/targets).
+_MCLSR_METRICS = ("Recall@20", "NDCG@20", "HR@20", "Recall@50", "NDCG@50", "HR@50")
+_MCLSR_GAINS = {  # the paper's "Improv." column (MCLSR over its best baseline, DuoRec), per metric
+    "toys": (0.103, 0.090, 0.087, 0.069, 0.102, 0.089),
+    "clothing": (0.067, 0.062, 0.064, 0.079, 0.080, 0.092),
+}
+TABLES.register("mclsr-table2")(
+    TableSpec(
+        key="mclsr-table2",
+        paper_table="mclsr-table2",
+        models=("pop", "sasrec", "comirec-sa", "cl4srec", "duorec", "mclsr"),
+        datasets=("amazon-toys", "amazon-beauty", "amazon-sports"),
+        metrics=_MCLSR_METRICS + ("NDCG_comirec@20", "NDCG_comirec@50"),
+        protocol="comirec",
+        budgets={
+            "full": Budget("full"),  # each model's paper settings, early stopping on valid Recall@50
+            "reduced": Budget("reduced", epochs=20),  # full data, the same 20 epochs for every neural row
+            "small": Budget("small", epochs=10, top_items=3000),
+            "ci": Budget("ci", epochs=2, top_items=1000),
+        },
+        claims_model="mclsr",
+        claims_by_metric={
+            "amazon-toys": dict(zip(_MCLSR_METRICS, _MCLSR_GAINS["toys"])),
+            "amazon-beauty": dict(zip(_MCLSR_METRICS, _MCLSR_GAINS["clothing"])),
+            "amazon-sports": dict(zip(_MCLSR_METRICS, _MCLSR_GAINS["clothing"])),
+        },
+        claims_source={"amazon-toys": "paper Toys (another dataset)",
+                       "amazon-beauty": "paper Clothing (same family)", "amazon-sports": "paper Clothing (same family)"},
+        checks=(("mclsr", "pop", "Recall@50", 1.1),),
+        baselines_on_subset=True,
+        notes=(
+            ("Datasets: the paper's Toys (75,258 users, 64,444 items) is a different, larger Amazon Toys than ours "
+             "(the 2014 5-core, 19,412 users, 11,924 items); its Clothing is the 2014 5-core of the same family as our "
+             "Beauty, Sports and Toys, which the paper does not use. Absolute values are therefore not comparable "
+             "(the paper columns stay empty); the paper's relative gains of MCLSR over its best baseline (DuoRec) are shown beside "
+             "ours: Toys' for amazon-toys, Clothing's for amazon-beauty and amazon-sports."),
+            ("The paper prints a +10.3% Recall@20 gain on Toys, but its own Table 2 gives 8.254 / 7.841 = +5.3%; the "
+             "printed figure is shown."),
+            ("Metrics (ComiRec): targets = every item after the first 80% of a held-out user's sequence (repeats "
+             "kept); Recall@K = distinct targets in the top K / number of targets with repeats; NDCG@K is the "
+             "standard one (ideal DCG over min(K, distinct targets)); NDCG_comirec@K is ComiRec's hit-normalised "
+             "NDCG, shown for comparison only. Model selection: valid Recall@50."),
+            ("MCLSR has no official code: sbrbench's is a reference implementation of the paper; every choice the "
+             "paper leaves open is a documented hyper-parameter (`sbrbench models`)."),
+        ),
+    )
+)
+
+
 ROW_NOTE = "reproduce.json"
 
 
@@ -200,16 +329,26 @@ def _plan(spec: TableSpec, bud: Budget, dataset: str, select_on: str, seed: int)
         overrides: dict[str, Any] = dict(entry.overrides)
         if neural and bud.epochs:
             overrides["epochs"] = bud.epochs
+        extra = dict(spec.budget_overrides.get(bud.name, {}).get(entry.label, {})) if neural else {}
+        row_limit = extra.pop("max_train_examples", None)
+        overrides.update(extra)
         # Non-neural baselines select nothing: they are fitted on the protocol's whole training
         # set, as the papers fit them (recorded as select_on=test in their runs).
         sel = select_on if neural else "test"
-        limit = bud.max_train_examples if neural else None
+        limit = (row_limit or bud.max_train_examples) if neural else None
         ident = {"table": spec.key, "budget": bud.name, "dataset": dataset, "label": entry.label,
                  "model": MODELS.canonical(entry.model), "overrides": sorted(overrides.items()), "seed": seed,
-                 "select_on": sel, "max_train_examples": limit, "top_items": bud.top_items if neural else None}
+                 "select_on": sel, "max_train_examples": limit,
+                 "top_items": bud.top_items if (neural or spec.baselines_on_subset) else None}
         key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
         rows.append(Row(dataset, entry, neural, overrides, sel, limit, key))
     return rows
+
+
+def _seeded_plan(spec: TableSpec, bud: Budget, dataset: str, select_on: str, seed: int) -> list[tuple[int, Row]]:
+    """(seed, row) for every seed of the budget; non-neural rows are deterministic: the first seed only."""
+    return [(s, row) for s in range(seed, seed + bud.seeds) for row in _plan(spec, bud, dataset, select_on, s)
+            if row.neural or s == seed]
 
 
 def _find_run(root: Path, row: Row) -> RunDir | None:
@@ -239,6 +378,15 @@ def _datasets(spec: TableSpec, datasets: list[str] | None) -> list[str]:
     return wanted
 
 
+def _with_seeds(bud: Budget, seeds: int | None) -> Budget:
+    """The budget with `--seeds N` seeds instead of its own number."""
+    if seeds is None:
+        return bud
+    if seeds < 1:
+        raise SbrError(f"--seeds must be >= 1, got {seeds}")
+    return replace(bud, seeds=int(seeds))
+
+
 def _budget(spec: TableSpec, budget: str) -> Budget:
     if budget not in spec.budgets:
         raise SbrError(f"unknown budget {budget!r} for {spec.key}; choose from {', '.join(spec.budgets)}")
@@ -257,15 +405,20 @@ def reproduce(
     seed: int = 42,
     threads: int | None = None,
     callback: TrainingCallback | None = None,
+    seeds: int | None = None,
 ) -> dict[str, Any]:
     """Run the table and write `results/reproduce/<table>.{md,json}`; returns the JSON object.
+
+    `seeds=N` (`--seeds N`) overrides the budget's number of seeds. Every table marks each row
+    against the best row of its dataset (paired tests, Holm–Bonferroni; `sbrbench.guards`), marks
+    rows whose ordering flips across seeds, and carries cost columns read from the run records.
 
     Every row is an ordinary run record tagged with its row key (`reproduce.json`), so a second
     invocation reuses finished rows, resumes interrupted ones from their last checkpoint and runs
     the rest; Ctrl-C or SIGTERM leaves the row being trained resumable.
     """
     spec = TABLES.get(table)
-    bud = _budget(spec, budget)
+    bud = _with_seeds(_budget(spec, budget), seeds)
     wanted = _datasets(spec, datasets)
     root = paths.results_dir(results_dir)
     rows: list[dict[str, Any]] = []
@@ -277,8 +430,9 @@ def reproduce(
             unavailable[dname] = spec.unavailable.get(dname, str(exc))
             continue
         subset = top_items_subset(ds, bud.top_items) if bud.top_items else None
-        for row in _plan(spec, bud, dname, select_on, seed):
-            data: Any = subset if (row.neural and subset is not None) else (ds_dir if ds_dir is not None else ds)
+        for row_seed, row in _seeded_plan(spec, bud, dname, select_on, seed):
+            on_subset = (row.neural or spec.baselines_on_subset) and subset is not None
+            data: Any = subset if on_subset else (ds_dir if ds_dir is not None else ds)
             run = _find_run(root, row)
             status = _row_status(run)
             if status == "running":
@@ -296,23 +450,31 @@ def reproduce(
                             device=device, threads=threads, callback=callback)
             else:
                 note = {"row_key": row.key, "table": spec.key, "budget": bud.name, "dataset": dname,
-                        "label": row.entry.label, "seed": seed}
+                        "label": row.entry.label, "seed": row_seed}
                 rec = train(
-                    row.entry.model, data, results_dir=results_dir, overrides=row.overrides, seed=seed,
+                    row.entry.model, data, results_dir=results_dir, overrides=row.overrides, seed=row_seed,
                     select_on=row.select_on, device=device, threads=threads, callback=callback,
                     max_train_examples=row.max_train_examples, sidecars={ROW_NOTE: note},
                 )
-            rows.append(_row(spec, dname, row.entry.label, rec, subset if (row.neural and subset is not None) else ds,
-                             bud if row.neural else None, device))
+            rows.append(_row(spec, dname, row.entry.label, rec, subset if on_subset else ds,
+                             replace(bud, max_train_examples=row.max_train_examples) if row.neural else None, device))
+            if on_subset and not row.neural:
+                rows[-1]["data"] = f"top {bud.top_items} items"
+            rows[-1]["seed"] = row_seed
+    if bud.seeds > 1:
+        rows = aggregate_seeds(rows, spec.metrics)
     out = {
         "table": spec.key,
         "budget": budget,
         "device": device,
         "select_on": select_on,
+        "seeds": list(range(seed, seed + bud.seeds)),
         "rows": rows,
         "unavailable": unavailable,
         "claims": _claims(spec, rows),
+        "checks": _checks(spec, rows),
     }
+    out["honesty"] = annotate_reproduction(out["rows"], spec.metrics)  # marks, seed stability, cost
     out["markdown"] = render_reproduction_markdown(out, spec)
     atomic_write_text(root / "reproduce" / f"{spec.key}.md", out["markdown"])
     atomic_write_json(root / "reproduce" / f"{spec.key}.json", {k: v for k, v in out.items() if k != "markdown"})
@@ -327,6 +489,7 @@ def reproduce_status(
     results_dir: str | Path | None = None,
     select_on: str = "valid",
     seed: int = 42,
+    seeds: int | None = None,
 ) -> list[dict[str, Any]]:
     """Where each row of a table run stands: done / running / interrupted / missing, epochs and ETA.
 
@@ -334,11 +497,11 @@ def reproduce_status(
     epoch time (training + selection) times the epochs left (None before its first epoch).
     """
     spec = TABLES.get(table)
-    bud = _budget(spec, budget)
+    bud = _with_seeds(_budget(spec, budget), seeds)
     root = paths.results_dir(results_dir)
     out = []
     for dname in _datasets(spec, datasets):
-        for row in _plan(spec, bud, dname, select_on, seed):
+        for row_seed, row in _seeded_plan(spec, bud, dname, select_on, seed):
             run = _find_run(root, row)
             status = _row_status(run)
             done, total, eta = 0, None, None
@@ -352,8 +515,9 @@ def reproduce_status(
                 if status != "done" and history and total:
                     per_epoch = sum(float(r.get("seconds", 0)) for r in history) / len(history)
                     eta = per_epoch * max(total - done, 0)
-            out.append({"dataset": dname, "row": row.entry.label, "model": row.entry.model, "status": status,
-                        "epochs_done": done, "epochs": total, "eta_seconds": eta,
+            label = f"{row.entry.label} (seed {row_seed})" if bud.seeds > 1 and row.neural else row.entry.label
+            out.append({"dataset": dname, "row": label, "model": row.entry.model, "status": status,
+                        "epochs_done": done, "epochs": total, "eta_seconds": eta, "seed": row_seed,
                         "run_dir": str(run) if run is not None else None})
     return out
 
@@ -385,25 +549,56 @@ def _row(spec: TableSpec, dataset: str, model: str, rec: dict[str, Any], ds: Any
     }
 
 
+def _claims_models(spec: TableSpec) -> tuple[str, ...]:
+    return spec.claims_models or ((spec.claims_model,) if spec.claims_model else ())
+
+
 def _claims(spec: TableSpec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Our relative gain of `claims_model` over the best other row, next to the paper's claim."""
-    if not spec.claims_model:
-        return []
+    """Our relative gain of each claims row over the best other row, next to the paper's claim;
+    with run directories, a paired test of the two rows on the test examples (`multiseed`)."""
+    models = _claims_models(spec)
     out = []
     for dname in dict.fromkeys(r["dataset"] for r in rows):
-        mine = next((r for r in rows if r["dataset"] == dname and r["model"] == spec.claims_model), None)
-        others = [r for r in rows if r["dataset"] == dname and r["model"] != spec.claims_model]
-        if mine is None or not others:
-            continue
-        gains: dict[str, Any] = {}
-        for m in spec.metrics:
-            vals = [(r["ours"][m], r["model"]) for r in others if r["ours"][m] is not None]
-            if not vals or mine["ours"][m] is None:
+        for model in models:
+            mine = next((r for r in rows if r["dataset"] == dname and r["model"] == model), None)
+            # baselines on the same data only (a budget may train neural rows on a subset)
+            others = [r for r in rows if r["dataset"] == dname and r["model"] not in models
+                      and r.get("data") == (mine or {}).get("data")]
+            if mine is None or not others:
                 continue
-            best, who = max(vals)
-            gains[m] = {"best_baseline": who, "gain": (mine["ours"][m] - best) / best if best > 0 else None}
-        out.append({"dataset": dname, "model": spec.claims_model, "claimed_gain": spec.claims.get(dname),
-                    "ours": gains})
+            gains: dict[str, Any] = {}
+            for m in spec.metrics:
+                vals = [(r["ours"][m], r["model"]) for r in others if r["ours"][m] is not None]
+                if not vals or mine["ours"][m] is None:
+                    continue
+                best, who = max(vals)
+                gains[m] = {"best_baseline": who, "gain": (mine["ours"][m] - best) / best if best > 0 else None}
+                base = next(r for r in others if r["model"] == who)
+                if mine.get("run_dir") and base.get("run_dir"):
+                    gains[m]["test"] = paired_test(base.get("run_dirs", [base["run_dir"]]),
+                                                   mine.get("run_dirs", [mine["run_dir"]]), m)
+            out.append({"dataset": dname, "model": model, "claimed_gain": spec.claims.get(dname),
+                        "claimed_range": {m: list(r) for m, r in spec.claim_ranges.items()} or None, "ours": gains,
+                        "claimed_by_metric": spec.claims_by_metric.get(dname),
+                        "claimed_source": spec.claims_source.get(dname)})
+    return out
+
+
+def _checks(spec: TableSpec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The table's sanity checks per dataset: `model` / `baseline` on `metric` >= the ratio."""
+    out = []
+    for dname in dict.fromkeys(r["dataset"] for r in rows):
+        for model, base, metric, ratio in spec.checks:
+            ra = next((r for r in rows if r["dataset"] == dname and r["model"] == model), None)
+            rb = next((r for r in rows if r["dataset"] == dname and r["model"] == base), None)
+            if ra is None or rb is None or ra.get("data") != rb.get("data"):  # the same data only
+                continue
+            a, b = ra["ours"].get(metric), rb["ours"].get(metric)
+            if a is None or b is None:
+                continue
+            got = a / b if b > 0 else float("inf")
+            out.append({"dataset": dname, "model": model, "baseline": base, "metric": metric, "ratio": got,
+                        "min_ratio": ratio, "ok": bool(got >= ratio)})
     return out
 
 
@@ -420,39 +615,62 @@ def render_reproduction_markdown(out: dict[str, Any], spec: TableSpec) -> str:
     if best_of:  # what papers that select on the test set print: each metric at its best epoch
         head += [f"{m} best epoch" for m in spec.metrics] + ["stopping"]
     head += ["data", "epochs", "train examples", "device"]
+    head += [h for h, _ in COST_COLUMNS if h != "device"]  # read from the run records
     rows = []
     for r in out["rows"]:
         cells = [r["dataset"], r["model"]]
         for m in spec.metrics:
             d = r["delta"][m]
-            cells += [_pct(r["ours"][m]), _pct(r["paper"][m]), "—" if d is None else f"{100 * d:+.2f}"]
+            sd = (r.get("std") or {}).get(m)
+            mark = (r.get("marks") or {}).get(m, "")  # against the dataset's best row; ~ seed-unstable
+            cells += [_pct(r["ours"][m]) + ("" if sd is None else f" ± {100 * sd:.2f}") + (f" {mark}" if mark else ""),
+                      _pct(r["paper"][m]), "—" if d is None else f"{100 * d:+.2f}"]
         if best_of:
             cells += [_pct((r.get("best_of") or {}).get(m)) for m in spec.metrics] + [r.get("stopping") or "—"]
         cells += [r["data"], str(r["epochs"]) if r["epochs"] is not None else "fit",
                   str(r["train_examples"]), r["device"]]
+        cells += [c for (h, _), c in zip(COST_COLUMNS, cost_cells(r.get("cost"))) if h != "device"]
         rows.append(cells)
     lines = [
-        f"# {spec.key} (budget {out['budget']}, selected on {out['select_on']}, device {out['device']})",
+        f"# {spec.key} (budget {out['budget']}, selected on {out['select_on']}, device {out['device']}"
+        + (f", seeds {', '.join(map(str, out['seeds']))}: mean ± std" if len(out.get("seeds") or ()) > 1 else "") + ")",
         "",
         tabulate(rows, headers=head, tablefmt="github", disable_numparse=True),
     ]
     for d, why in out["unavailable"].items():
         lines.append(f"\n{d}: unavailable — {why}")
     if out.get("claims"):
-        lines += ["", f"Relative gain of {spec.claims_model} over the best other row (ours) vs the paper's claim:", ""]
+        models = _claims_models(spec)
+        lines += ["", f"Relative gain of {', '.join(models)} over the best other row (ours) vs the paper's claim:", ""]
+        if spec.claim_ranges:
+            lines += ["Claimed (paper, over its best baseline; which dataset has which gain is not stated): "
+                      + ", ".join(f"{m} +{100 * lo:.2f}% … +{100 * hi:.2f}%" for m, (lo, hi) in spec.claim_ranges.items())
+                      + ". p: two-sided Wilcoxon signed-rank test on the per-example values (seed-averaged).", ""]
         claims = []
         for c in out["claims"]:
-            cells = [c["dataset"], "—" if c["claimed_gain"] is None else f"+{100 * c['claimed_gain']:.1f}%"]
+            cells = [c["dataset"]] + ([c["model"]] if len(models) > 1 else [])
+            cells.append(c.get("claimed_source") or ("—" if c["claimed_gain"] is None else f"+{100 * c['claimed_gain']:.1f}%"))
             for m in spec.metrics:
                 g = c["ours"].get(m)
-                cells.append("—" if not g or g["gain"] is None else f"{100 * g['gain']:+.1f}% vs {g['best_baseline']}")
+                cell = "—" if not g or g["gain"] is None else f"{100 * g['gain']:+.1f}% vs {g['best_baseline']}"
+                claimed = (c.get("claimed_by_metric") or {}).get(m)
+                if claimed is not None:
+                    cell += f"; paper {100 * claimed:+.1f}%"
+                if g and g.get("test"):
+                    cell += f" (p={g['test']['wilcoxon']:.2g})"
+                cells.append(cell)
             claims.append(cells)
-        lines.append(tabulate(claims, headers=["dataset", "claimed", *spec.metrics], tablefmt="github",
-                              disable_numparse=True))
+        lines.append(tabulate(claims, headers=["dataset", *(["model"] if len(models) > 1 else []), "claimed",
+                                               *spec.metrics], tablefmt="github", disable_numparse=True))
+    for c in out.get("checks") or ():
+        lines += ["", f"Check ({c['dataset']}): {c['model']} / {c['baseline']} on {c['metric']} = {c['ratio']:.2f} "
+                  f"(needs >= {c['min_ratio']:.2f}): {'ok' if c['ok'] else 'FAILED'}"]
     if best_of:
         lines += ["", "Note: paper-compatible run (epoch selected on the test set); the best-epoch columns give "
                   "each metric at its own best epoch, as the papers report, and `official` stopping is the "
                   "official code's HR-or-MRR rule. Optimistic by construction."]
+    if any(r.get("marks") for r in out["rows"]):
+        lines += ["", f"Marks: {MARK_LEGEND}. Cost columns are read from the run records (mean over seeds)."]
     for note in spec.notes:
         lines += ["", f"Note: {note}"]
     return "\n".join(lines) + "\n"

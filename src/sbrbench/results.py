@@ -10,6 +10,9 @@ A run directory holds
   checksum, host, times;
 * `ranks/{valid,test}.npy`: the pessimistic rank of every target (int32, (N,) or (N, T)), from
   which any metric at any K is recomputed without the model;
+* `ranks/{valid,test}-ties.npy`: per target, the other candidates scoring exactly its score (the
+  optimistic rank is the rank minus this), and `ranks/{valid,test}-lengths.npy`: each example's
+  prefix length (runs written before these files exist read as "not recorded");
 * `checkpoint/{model,best}.safetensors` and `checkpoint/state.pt` (neural models; the state is
   tensors and plain values only, so it loads with `torch.load(weights_only=True)`).
 
@@ -37,7 +40,7 @@ from sbrbench.config import RunConfig
 from sbrbench.data.store import dataset_checksum, load_processed
 from sbrbench.errors import DataError, SbrError
 from sbrbench.io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
-from sbrbench.metrics import DEFAULT_KS, metrics_from_ranks, parse_ks
+from sbrbench.metrics import DEFAULT_KS, EXTRA_METRICS, metrics_from_ranks, parse_ks
 from sbrbench.registry import unknown_name_message
 
 if TYPE_CHECKING:
@@ -62,7 +65,7 @@ def build_model(cfg: RunConfig, ds: ProcessedDataset, ds_dir: Path | None, devic
 
 
 def _to_int32(a: np.ndarray) -> np.ndarray:
-    if a.size and (int(a.max()) > np.iinfo(np.int32).max or int(a.min()) < 0):
+    if a.size and (int(a.max()) > np.iinfo(np.int32).max or int(a.min()) < -1):  # -1: a counted repeated target
         raise ValueError("ranks out of the int32 range")
     return a.astype(np.int32, copy=False)
 
@@ -296,6 +299,28 @@ class RunDir:
     def has_ranks(self, split: str) -> bool:
         return self.ranks_path(split).is_file()
 
+    def ties_path(self, split: str) -> Path:
+        """`ranks/<split>-ties.npy`: per target, the other candidates tying with it."""
+        return self.ranks_path(split).with_name(f"{split}-ties.npy")
+
+    def lengths_path(self, split: str) -> Path:
+        """`ranks/<split>-lengths.npy`: the prefix length of each example."""
+        return self.ranks_path(split).with_name(f"{split}-lengths.npy")
+
+    def save_ties(self, split: str, ties: torch.Tensor | np.ndarray) -> Path:
+        return save_ranks(self.ties_path(split), ties)
+
+    def load_ties(self, split: str) -> np.ndarray | None:
+        """The stored tie counts, or None for a run that did not record them."""
+        return load_ranks(self.ties_path(split)) if self.ties_path(split).is_file() else None
+
+    def save_lengths(self, split: str, lengths: np.ndarray) -> Path:
+        return save_ranks(self.lengths_path(split), np.asarray(lengths))
+
+    def load_lengths(self, split: str) -> np.ndarray | None:
+        """The stored prefix lengths, or None for a run that did not record them."""
+        return load_ranks(self.lengths_path(split)) if self.lengths_path(split).is_file() else None
+
     def metrics_from_ranks(self, split: str = "test", ks: tuple[int, ...] | list[int] | str = DEFAULT_KS
                            ) -> dict[str, Any]:
         """Every metric at any K from the stored ranks, without the model.
@@ -306,8 +331,9 @@ class RunDir:
         rec = self.read_metrics()
         kk = parse_ks(ks)
         ranks = self.load_ranks(split)
+        extra = [k for k in (rec.get("metric_definitions") or {}) if k in EXTRA_METRICS]  # the run's extra families
         return {**self.identity(rec), "split": split, "n_examples": int(ranks.shape[0]), "ks": list(kk),
-                "source": "stored ranks", "metrics": metrics_from_ranks(ranks, kk)}
+                "source": "stored ranks", "metrics": metrics_from_ranks(ranks, kk, extra)}
 
     # ---- checkpoint and model ------------------------------------------------------------------
     def save_weights(self, model: Model, which: str = "model") -> None:

@@ -14,7 +14,9 @@ from sbrbench.cli.app import app
 from sbrbench.errors import SbrError
 
 # Importing the command modules registers their commands on `app` (order = help order).
-from sbrbench.cli import download_cmds, data_cmds, train_cmds, eval_cmds  # noqa: E402,F401,I001
+from sbrbench.cli import download_cmds, data_cmds, train_cmds, eval_cmds, report_cmds  # noqa: E402,F401,I001
+from sbrbench.cli import sweep_cmds  # noqa: E402,F401,I001
+from sbrbench.cli import audit_cmds  # noqa: E402,F401,I001
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,7 +41,10 @@ def _print_report(summary: dict[str, Any], json_mode: bool) -> None:
     console.print(table)
     console.print(f"items: {summary['items']:,} (seen in training: {summary.get('items_seen_in_train', 0):,})"
                   + (f", users: {summary['users']:,}" if "users" in summary else ""))
-    console.print(f"saved to {summary['path']}")
+    audit = summary.get("audit") or {}
+    for f in audit.get("findings", []):
+        console.print(f"audit {f}")
+    console.print(f"saved to {summary['path']}" + (f" (full audit: sbrbench audit {summary['dataset']})" if audit else ""))
 
 
 @app.command()

@@ -12,25 +12,16 @@ from sbrbench.cli.common import DataDirOpt, JsonOpt, emit_json, stdout_console
 
 
 @app.command()
-def datasets(data_dir: DataDirOpt = None, json_out: JsonOpt = False) -> None:
-    """List the dataset registry with status (missing / downloaded / processed)."""
-    from sbrbench.data.download import list_datasets
-    from sbrbench.paths import data_dir as resolve
+def datasets(
+    name: Annotated[str | None, typer.Argument(
+        help="A dataset: sources, terms, protocols and per-split statistics.", show_default=False)] = None,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the dataset registry with status and statistics once processed; `datasets NAME` for one in full."""
+    from sbrbench.cli.catalogue import show_datasets
 
-    rows = list_datasets(data_dir)
-    if json_out:
-        emit_json({"data_dir": str(resolve(data_dir)), "datasets": rows})
-        return
-    from rich.table import Table
-
-    table = Table(title=f"datasets (data dir: {resolve(data_dir)})", title_justify="left")
-    for col in ("name", "protocol", "formats", "size", "status"):
-        table.add_column(col, justify="right" if col == "size" else "left", no_wrap=col == "name")
-    for r in rows:
-        status = r["status"] + (" (manual: --from)" if r["manual"] and r["status"] == "missing" else "")
-        table.add_row(r["name"], r["default_protocol"], ", ".join(r["formats"]), r["size"], status,
-                      style="dim" if r["status"] == "missing" else None)
-    stdout_console().print(table)
+    show_datasets(name, data_dir, json_out)
 
 
 SourceOpt = Annotated[str | None, typer.Option(

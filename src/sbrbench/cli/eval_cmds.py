@@ -33,6 +33,8 @@ def evaluate(
                                                show_default=False)] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for --recompute.",
                                                 show_default=False)] = None,
+    length_buckets: Annotated[str, typer.Option(
+        "--length-buckets", help="Prefix-length bucket edges for the per-length metrics (2,5: <=2, 3-5, >5).")] = "2,5",
     json_out: JsonOpt = False,
 ) -> None:
     """Re-evaluate a run on a split at any Ks; compare two runs with paired tests."""
@@ -53,8 +55,11 @@ def evaluate(
         from sbrbench.device import resolve_threads
 
         resolve_threads(threads)
-    res = ev.evaluate_run_dir(paths[0], split=split, ks=ks, recompute=recompute, device=dev)
+    res = ev.evaluate_run_dir(paths[0], split=split, ks=ks, recompute=recompute, device=dev,
+                              length_buckets=length_buckets)
     _print_metrics(res, json_out)
+    if not json_out:
+        _print_honesty(res)
 
 
 def _print_metrics(res: dict[str, Any], json_out: bool) -> None:
@@ -63,7 +68,7 @@ def _print_metrics(res: dict[str, Any], json_out: bool) -> None:
         return
     from rich.table import Table
 
-    from sbrbench.metrics import METRICS
+    from sbrbench.metrics import EXTRA_METRICS, METRICS
 
     con = stdout_console(json_out)
     ks = res["ks"]
@@ -72,10 +77,47 @@ def _print_metrics(res: dict[str, Any], json_out: bool) -> None:
     t.add_column("metric")
     for k in ks:
         t.add_column(f"@{k} (%)", justify="right")
-    for fam in METRICS:
+    for fam in (*METRICS, *EXTRA_METRICS):
         vals = [res["metrics"].get(f"{fam}@{k}") for k in ks]
+        if fam in EXTRA_METRICS and all(v is None for v in vals):
+            continue  # an extra family the run did not ask for
         t.add_row(fam, *("–" if v is None else f"{100 * v:.2f}" for v in vals))
     con.print(t)
+
+
+def _print_honesty(res: dict[str, Any]) -> None:
+    """Tie diagnostics (optimistic beside pessimistic when they differ) and metrics per prefix length."""
+    from rich.table import Table
+
+    con = stdout_console(False)
+    ties = res.get("ties")
+    if ties is None:
+        con.print("ties: not recorded by this run (re-evaluate with --recompute to measure them)")
+    else:
+        line = (f"ties: {ties['tied_examples']} of {ties['examples']} examples "
+                f"({100 * ties['tied_share']:.2f}%) have a target tying with another item")
+        if any(abs(v) > 0 for v in ties["gap"].values()):
+            t = Table(title="pessimistic (sbrbench) vs optimistic ranks of tied targets")
+            for col in ("metric", "pessimistic (%)", "optimistic (%)", "gap (points)"):
+                t.add_column(col, justify="left" if col == "metric" else "right")
+            for k, v in ties["pessimistic"].items():
+                t.add_row(k, f"{100 * v:.2f}", f"{100 * ties['optimistic'][k]:.2f}", f"{100 * ties['gap'][k]:+.2f}")
+            con.print(line)
+            con.print(t)
+        else:
+            con.print(line + "; optimistic and pessimistic figures agree")
+    buckets = res.get("by_length")
+    if buckets:
+        keys = [k for k in buckets[0]["metrics"] if k.startswith(("HR@", "MRR@"))] or list(buckets[0]["metrics"])
+        t = Table(title="metrics per prefix length (%)")
+        for col in ["bucket", "examples", "share", *keys]:
+            t.add_column(col, justify="left" if col == "bucket" else "right")
+        for b in buckets:
+            t.add_row(f"{b['name']} ({b['bucket']})", f"{b['examples']:,}", f"{100 * b['share']:.1f}",
+                      *("–" if k not in b["metrics"] else f"{100 * b['metrics'][k]:.2f}" for k in keys))
+        con.print(t)
+    elif res.get("by_length_note"):
+        con.print(f"per-length metrics: {res['by_length_note']}")
 
 
 def _print_compare(res: dict[str, Any], json_out: bool) -> None:
@@ -123,13 +165,24 @@ def leaderboard(
 
     con = stdout_console(json_out)
     header, rows = lbm.display_rows(lb)
-    shown = [i for i in range(len(header)) if any(row[i] for row in rows)]  # drop all-empty columns
+    from sbrbench.honesty import COST_COLUMNS, MARK_LEGEND
+
+    n_cost = len(COST_COLUMNS)  # the cost columns go into a table of their own below
+    shown = [i for i in range(len(header) - n_cost) if any(row[i] for row in rows)]  # drop all-empty columns
     t = Table(title=f"sbrbench leaderboard ({lb.split} split, %, mean ± std over seeds)")
     for i in shown:
         t.add_column(header[i], justify="right" if "%" in header[i] or header[i] == "n" else "left")
     for r, cells in zip(lb.rows, rows):
         t.add_row(*(cells[i] for i in shown), style="yellow" if r["select_on"] == "test" else None)
     con.print(t)
+    if lb.rows:
+        ct = Table(title="cost (from the run records, mean over seeds)")
+        for h in ["dataset", "model", "selection"] + header[len(header) - n_cost:]:
+            ct.add_column(h, justify="left" if h in ("dataset", "model", "selection", "device") else "right")
+        for r, cells in zip(lb.rows, rows):
+            ct.add_row(r["dataset"], r["model"], r["select_on"], *cells[len(header) - n_cost:])
+        con.print(ct)
+        con.print(f"marks: {MARK_LEGEND.replace('`', '')}")
     if any(r["select_on"] == "test" for r in lb.rows):
         con.print("yellow rows: paper-compatible runs that selected their epoch on the test set (optimistic)")
     con.print(f"{lb.n_runs} run(s) aggregated, {len(lb.skipped)} skipped (incomplete or unreadable); "

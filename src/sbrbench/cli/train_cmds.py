@@ -59,22 +59,16 @@ def _progress() -> TrainingCallback:
 
 
 @app.command()
-def models(json_out: JsonOpt = False) -> None:
-    """List the registered models with their hyper-parameters and training defaults."""
-    from sbrbench.models import MODELS, model_info
+def models(
+    name: Annotated[str | None, typer.Argument(
+        help="A model: every hyper-parameter with its type, default, per-dataset defaults and meaning.",
+        show_default=False)] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the models, one line each (kind, components, the paper it follows); `models NAME` for one in full."""
+    from sbrbench.cli.catalogue import show_models
 
-    infos = [model_info(n) for n in MODELS.names()]
-    if json_out:
-        emit_json({"models": infos})
-        return
-    from rich.table import Table
-
-    table = Table("model", "kind", "hyper-parameters", "training defaults", "components")
-    for i in infos:
-        hp = ", ".join(f"{k}={v!r}" for k, v in i["hparams"].items()) or "-"
-        tr = ", ".join(f"{k}={v}" for k, v in i["train"].items()) or "-"
-        table.add_row(i["name"], "neural" if i["neural"] else "non-neural", hp, tr, ", ".join(i["components"]) or "-")
-    stdout_console().print(table)
+    show_models(name, json_out)
 
 
 @app.command()
@@ -89,9 +83,11 @@ def train(
     l2: Annotated[float | None, typer.Option("--l2", help="L2 penalty (Adam weight decay).")] = None,
     patience: Annotated[int | None, typer.Option("--patience", help="Early-stopping patience (0: off).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 42,
+    seeds: Annotated[int | None, typer.Option(
+        "--seeds", help="Train N runs with seeds seed, seed+1, ... and print mean ± std.", show_default=False)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeatable).")] = None,
     select_on: SelectOnOpt = "valid",
-    metric: Annotated[str, typer.Option("--metric", help="Selection metric.")] = "MRR@20",
+    metric: Annotated[str | None, typer.Option("--metric", help="Selection metric (default MRR@20, or the protocol's: comirec Recall@50).", show_default=False)] = None,
     gpu: GpuOpt = None,
     device: DeviceOpt = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted run directory.")] = None,
@@ -118,6 +114,12 @@ def train(
     overrides: dict[str, object] = parse_key_values(set_, "--set")
     typed = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "l2": l2, "patience": patience}
     overrides.update({k: v for k, v in typed.items() if v is not None})
+    if seeds is not None and seeds != 1:
+        _train_seeds(run_train, model, dataset, seeds=seeds, seed=seed, json_out=json_out, protocol=protocol,
+                     data_dir=data_dir, results_dir=results_dir, overrides=overrides, select_on=select_on,
+                     metric=metric, device=dev, threads=threads, precision=precision, deterministic=deterministic,
+                     max_train_examples=max_train_examples, resume=resume, callback=_progress())
+        return
     rec = run_train(
         model, dataset, protocol=protocol, data_dir=data_dir, results_dir=results_dir, overrides=overrides,
         seed=seed, select_on=select_on, metric=metric, device=dev, threads=threads, precision=precision,
@@ -133,6 +135,27 @@ def train(
         m = rec.get(split)
         if m:
             con.print(f"  {split}: " + "  ".join(f"{k} {100 * v:.2f}" for k, v in m.items() if k.endswith("@20")))
+
+
+def _train_seeds(run_train: object, model: str | None, dataset: str | None, *, seeds: int, seed: int,
+                 json_out: bool, **kw: object) -> None:
+    """`train --seeds N`: N runs, each printed, then mean ± std over the seeds."""
+    from sbrbench.train.seeds import train_seeds
+
+    out = train_seeds(run_train, model, dataset, seeds=seeds, seed=seed, **kw)  # type: ignore[arg-type]
+    if json_out:
+        emit_json(out)
+        return
+    con = stdout_console()
+    for rec in out["runs"]:
+        con.print(f"seed {rec['seed']}: " + "  ".join(f"{k} {100 * v:.2f}" for k, v in (rec.get("test") or {}).items()
+                                                      if k.endswith("@20")) + f" → {rec['run_dir']}")
+    summ = out["summary"]
+    con.print(f"{out['runs'][0]['model']} on {out['runs'][0]['dataset']}, test split, {summ['n']} seeds "
+              f"({', '.join(map(str, summ['seeds']))}), mean ± std:")
+    con.print("  " + "  ".join(
+        f"{k} {100 * v['mean']:.2f} ± {100 * v['std']:.2f}" if v["std"] is not None else f"{k} {100 * v['mean']:.2f}"
+        for k, v in summ["metrics"].items() if k.endswith("@20") and v["mean"] is not None))
 
 
 @app.command()
@@ -154,7 +177,7 @@ def ablate(
     epochs: EpochsOpt = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting for every variant: key=value.")] = None,
     metric: Annotated[
-        list[str] | None, typer.Option("--metric", help="Metric to report (repeatable; default P@20 and MRR@20).")
+        list[str] | None, typer.Option("--metric", help="Metric to report (repeatable; default P@20 and MRR@20, or the protocol's).")
     ] = None,
     select_on: SelectOnOpt = "valid",
     max_train_examples: MaxTrainOpt = None,
@@ -168,7 +191,6 @@ def ablate(
     """Train a model and its variants (--drop components, --vary settings) with the same seeds; report the deltas."""
     from sbrbench.ablate import ablate as run_ablate
     from sbrbench.errors import SbrError
-    from sbrbench.metrics import DEFAULT_METRICS
     from sbrbench.options import parse_key_values
 
     varies = parse_key_values(vary, "--vary", "values")
@@ -180,7 +202,7 @@ def ablate(
     dataset = _dataset(dataset_arg, dataset)
     out = run_ablate(
         model, dataset, drops=drop or [], varies=varies, seeds=seeds, first_seed=seed, overrides=overrides,
-        metrics=metric or DEFAULT_METRICS, select_on=select_on, protocol=protocol, data_dir=data_dir,
+        metrics=metric or None, select_on=select_on, protocol=protocol, data_dir=data_dir,
         results_dir=results_dir, device=_device(gpu, device), threads=threads, max_train_examples=max_train_examples,
         callback=_progress(),
     )
@@ -203,6 +225,10 @@ def reproduce(
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     status: Annotated[bool, typer.Option("--status", help="Only say which rows are done, running, interrupted or missing.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="First seed (then seed+1, ... with --seeds).")] = 42,
+    seeds: Annotated[int | None, typer.Option(
+        "--seeds", help="Run every neural row with N seeds: mean ± std and rank stability (default: the budget's).",
+        show_default=False)] = None,
     data_dir: DataDirOpt = None,
     results_dir: ResultsDirOpt = None,
     json_out: JsonOpt = False,
@@ -213,7 +239,7 @@ def reproduce(
 
     if status:
         rows = reproduce_status(table, budget=budget, datasets=datasets, results_dir=results_dir,
-                                select_on=select_on)
+                                select_on=select_on, seed=seed, seeds=seeds)
         if json_out:
             emit_json({"table": table, "budget": budget, "rows": rows})
             return
@@ -228,9 +254,16 @@ def reproduce(
         return
     out = run_reproduce(
         table, budget=budget, datasets=datasets, device=_device(gpu, device), data_dir=data_dir,
-        results_dir=results_dir, select_on=select_on, threads=threads, callback=_progress(),
+        results_dir=results_dir, select_on=select_on, threads=threads, callback=_progress(), seed=seed, seeds=seeds,
     )
     if json_out:
         emit_json(out)
     else:
         stdout_console().print(out["markdown"])
+    failed = [c for c in out.get("checks") or () if not c["ok"]]
+    if failed:
+        from sbrbench.errors import SbrError
+
+        c = failed[0]
+        raise SbrError(f"check failed on {c['dataset']}: {c['model']} / {c['baseline']} on {c['metric']} = "
+                       f"{c['ratio']:.2f} < {c['min_ratio']:.2f}")

@@ -1,34 +1,34 @@
-"""Fetch a dataset's raw files into the data dir: HTTP(S) or a mirror, sha256-verified, atomic.
+"""Fetch a dataset's raw files into the data dir: pooch does the transfer, sbrbench the rest.
 
 Files land at `<data_dir>/raw/<FileSpec.path>` (the mirror layout, so a data dir's `raw/` can
-itself serve as a mirror). A download streams into a hidden `.<name>.part` file beside the
-target; a transfer cut mid-way resumes with an HTTP `Range` request when the server answers 206
-and restarts cleanly otherwise. The size and sha256 are checked before the atomic rename, and any
-failure removes the partial file, so the data dir only ever holds complete, verified files.
+itself serve as a mirror).
+
+What pooch does: the HTTP transport (`pooch.HTTPDownloader`, i.e. requests), retries with back-off
+(`retry_if_failed`), the sha256 check of what it downloaded, and writing through a temporary file
+that only becomes the file once it is verified.
+
+What sbrbench adds: the registry (`datasets.toml`: paths, pinned sha256 and sizes, URLs), mirrors
+(`--mirror` / `$SBRBENCH_MIRROR`: a directory or an http(s)/file URL laid out like
+`../shared/datasets`, tried before the file's URLs by `MirrorDownloader`), `--from PATH` for
+login-walled files, the manual sources' instructions, placing a file atomically over an existing
+(stale or corrupt) copy only once the new one is verified, a verification cache, and one-line
+errors. A location that cannot serve the file (HTTP 4xx, missing, wrong size or sha256) is dropped
+at once; a transient failure (cut connection, timeout, 5xx) is retried by pooch.
 
 Verification is cached in a hidden `.<name>.sha256` sidecar (sha256, size, mtime): a second call
 on an unchanged file does not hash it again.
-
-Sources, in order: `--from PATH` (a file or a directory, copied), the mirror (`--mirror` /
-`$SBRBENCH_MIRROR`: a directory or an http(s)/file URL with the layout of `../shared/datasets`),
-then each URL of the file. Manual (login-walled) sources have no URLs: their instructions are
-raised as a one-line error ending with the `--from` hint.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
 import json
 import os
-import socket
+import shutil
 import sys
-import time
-import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,12 @@ from sbrbench.paths import processed_dir, raw_dir
 
 ENV_MIRROR = "SBRBENCH_MIRROR"
 TIMEOUT_S = 30.0
-ATTEMPTS = 4  # per URL: the first try plus three retries
-RETRY_BACKOFF_S = (0.5, 2.0, 5.0)
+RETRIES = 3  # pooch's retry_if_failed: up to 4 passes over the locations, waiting 1, 2, 3 s between them
 CHUNK = 1 << 20
 
 __all__ = [
-    "ENV_MIRROR", "DownloadError", "dataset_status", "download", "ensure_source", "list_datasets",
-    "local_path", "source_status", "verified_sha256",
+    "ENV_MIRROR", "DownloadError", "MirrorDownloader", "dataset_status", "download", "ensure_source",
+    "list_datasets", "local_path", "source_status", "verified_sha256",
 ]
 
 
@@ -55,12 +54,16 @@ class DownloadError(DataError):
     """A file could not be fetched from any of its locations."""
 
 
-class _Retryable(Exception):
-    """A transient failure (connection cut, timeout, 5xx): try the same URL again."""
+class _Unservable(Exception):
+    """This location cannot serve the file (4xx, missing, wrong bytes): drop it, try the next."""
+
+    def __init__(self, message: str, checksum: bool = False) -> None:
+        super().__init__(message)
+        self.checksum = checksum
 
 
-class _Fatal(Exception):
-    """A failure of this location (404, wrong size): move on to the next location."""
+class _Exhausted(Exception):
+    """No location is left to try."""
 
 
 # ---- paths and the verification cache ------------------------------------------------------------
@@ -69,8 +72,8 @@ def local_path(root: Path, fspec: FileSpec) -> Path:
     return raw_dir(root) / fspec.path
 
 
-def _part_path(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}.part")
+def _staging_dir(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.incoming")
 
 
 def _sidecar_path(dest: Path) -> Path:
@@ -116,11 +119,6 @@ def verified_sha256(path: str | Path) -> str:
     return sha
 
 
-def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-
-
 def _check_existing(dest: Path, fspec: FileSpec) -> str | None:
     """sha256 of an existing, valid `dest`; None when it is absent or does not match the pin."""
     if not dest.is_file():
@@ -133,218 +131,244 @@ def _check_existing(dest: Path, fspec: FileSpec) -> str | None:
     return sha
 
 
-# ---- progress ----------------------------------------------------------------------------------
-class _TransferProgress:
-    """A byte-count progress bar for file transfers on stderr, or nothing (not a TTY, or not asked for)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._bar: Any = None
-        if enabled and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                       TimeRemainingColumn, TransferSpeedColumn)
-
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                 TransferSpeedColumn(), TimeRemainingColumn(),
-                                 console=Console(stderr=True), transient=False)
-
-    @contextlib.contextmanager
-    def task(self, label: str, total: int | None) -> Iterator[Callable[[int, int | None], None]]:
-        """Yield `update(completed, total)` for one file."""
-        if self._bar is None:
-            yield lambda done, total: None
-            return
-        with self._bar:
-            tid = self._bar.add_task(label, total=total)
-            yield lambda done, tot: self._bar.update(tid, completed=done, total=tot)
-
-
-# ---- transfers ---------------------------------------------------------------------------------
-def _finish(part: Path, dest: Path, fspec: FileSpec, sha: str, where: str) -> str:
-    """Check the size and sha256 of a complete `.part`, then rename it over `dest` atomically."""
-    size = part.stat().st_size
+def _verify(path: Path, fspec: FileSpec, where: str) -> str:
+    """sha256 of `path`; `_Unservable` (checksum) when its size or sha256 differs from the pins."""
+    size = path.stat().st_size
     if fspec.size is not None and size != fspec.size:
-        _remove(part)
-        raise ChecksumError(f"{fspec.path} from {where}: got {size} bytes, expected {fspec.size}; "
-                            "nothing was kept")
+        raise _Unservable(f"{fspec.path} from {where}: got {size} bytes, but {fspec.path} has {fspec.size}; "
+                          "nothing was kept", checksum=True)
+    sha = _hash_file(path)
     if fspec.sha256 is not None and sha != fspec.sha256:
-        _remove(part)
-        raise ChecksumError(f"{fspec.path} from {where}: sha256 {sha} does not match the pinned "
-                            f"{fspec.sha256}; nothing was kept")
-    with open(part, "rb") as fh:
+        raise _Unservable(f"{fspec.path} from {where}: sha256 {sha} does not match the pinned "
+                          f"{fspec.sha256}; nothing was kept", checksum=True)
+    return sha
+
+
+def _place(staged: Path, dest: Path, sha: str) -> str:
+    """Move a verified file over `dest` atomically and record its sha256."""
+    with open(staged, "rb") as fh:
         os.fsync(fh.fileno())
-    os.replace(part, dest)
+    os.replace(staged, dest)
     _write_sidecar(dest, sha)
     return sha
 
 
-def _copy_file(src: Path, dest: Path, fspec: FileSpec, progress: _TransferProgress) -> str:
-    """Copy a local file into place through a verified `.part`."""
-    if not src.is_file():
-        raise _Fatal(f"{src}: no such file")
-    size = src.stat().st_size
-    if fspec.size is not None and size != fspec.size:
-        raise ChecksumError(f"{src}: {size} bytes, but {fspec.path} has {fspec.size}; nothing was copied")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = _part_path(dest)
-    h = hashlib.sha256()
-    try:
-        with open(src, "rb") as fin, open(part, "wb") as fout, progress.task(fspec.name, size) as update:
-            done = 0
-            while block := fin.read(CHUNK):
-                fout.write(block)
-                h.update(block)
-                done += len(block)
-                update(done, size)
-        return _finish(part, dest, fspec, h.hexdigest(), str(src))
-    except BaseException:
-        _remove(part)
-        raise
+# ---- progress ----------------------------------------------------------------------------------
+class _Bar:
+    """A rich byte-count bar with the interface pooch's downloaders drive (total, update, reset, close)."""
+
+    def __init__(self, label: str) -> None:
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                  TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+        self._task = self._progress.add_task(label, total=None)
+        self._progress.start()
+
+    @property
+    def total(self) -> float | None:
+        return self._progress.tasks[0].total
+
+    @total.setter
+    def total(self, value: int | None) -> None:
+        self._progress.update(self._task, total=value or None)
+
+    def update(self, n: int) -> None:
+        self._progress.advance(self._task, n)
+
+    def reset(self) -> None:
+        self._progress.reset(self._task, total=self.total)
+
+    def close(self) -> None:
+        self._progress.stop()
 
 
-def _hash_prefix(part: Path) -> tuple[Any, int]:
-    h = hashlib.sha256()
-    n = 0
-    with open(part, "rb") as fh:
-        while block := fh.read(CHUNK):
-            h.update(block)
-            n += len(block)
-    return h, n
-
-
-def _http_attempt(url: str, part: Path, fspec: FileSpec, update: Callable[[int, int | None], None]) -> str:
-    """One GET of `url` into `part`, resuming from its current length; returns the sha256."""
-    offset = part.stat().st_size if part.exists() else 0
-    if fspec.size is not None and offset > fspec.size:
-        _remove(part)
-        offset = 0
-    headers = {"User-Agent": f"sbrbench/{__version__}", "Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    req = urllib.request.Request(url, headers=headers)
-    try:
-        resp = urllib.request.urlopen(req, timeout=TIMEOUT_S)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and offset:
-            _remove(part)  # our partial file is no prefix the server recognises: start over
-            raise _Retryable("HTTP 416 for a resumed range") from None
-        if exc.code in (408, 429) or exc.code >= 500:
-            raise _Retryable(f"HTTP {exc.code} {exc.reason}") from None
-        raise _Fatal(f"{url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", exc)
-        if isinstance(reason, socket.gaierror):  # no such host (or offline): retrying will not help
-            raise _Fatal(f"{url}: cannot resolve the host ({reason.strerror or reason})") from None
-        raise _Retryable(f"cannot connect: {reason}") from None
-    with resp:
-        status = getattr(resp, "status", 200)
-        if offset and status == 206:
-            if not resp.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
-                _remove(part)
-                raise _Retryable("the server answered a different range than asked for")
-            h, done = _hash_prefix(part)
-            mode = "ab"
-        else:
-            h, done, mode = hashlib.sha256(), 0, "wb"
-        length = resp.headers.get("Content-Length")
-        total = done + int(length) if length and length.isdigit() else None
-        if total is not None and fspec.size is not None and total != fspec.size:
-            _remove(part)
-            raise ChecksumError(f"{url}: offers {total} bytes, but {fspec.path} has {fspec.size}; "
-                                "nothing was kept")
-        update(done, total or fspec.size)
-        try:
-            with open(part, mode) as fh:
-                while block := resp.read(CHUNK):
-                    fh.write(block)
-                    h.update(block)
-                    done += len(block)
-                    update(done, total or fspec.size)
-                    if fspec.size is not None and done > fspec.size:
-                        _remove(part)
-                        raise _Fatal(f"{url}: sent more than the {fspec.size} bytes of {fspec.path}")
-        except (OSError, http.client.HTTPException) as exc:
-            raise _Retryable(f"transfer failed after {done} bytes: {exc}") from None
-    if total is not None and done < total:
-        raise _Retryable(f"connection closed after {done} of {total} bytes")
-    return h.hexdigest()
-
-
-def _http_download(url: str, dest: Path, fspec: FileSpec, progress: _TransferProgress) -> str:
-    """Download `url` to `dest` with retries and resume; leaves no `.part` behind on failure."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = _part_path(dest)
-    last = ""
-    try:
-        with progress.task(fspec.name, fspec.size) as update:
-            for attempt in range(ATTEMPTS):
-                if attempt:
-                    time.sleep(RETRY_BACKOFF_S[min(attempt - 1, len(RETRY_BACKOFF_S) - 1)])
-                resumed = part.exists() and part.stat().st_size > 0
-                try:
-                    sha = _http_attempt(url, part, fspec, update)
-                except _Retryable as exc:
-                    last = str(exc)
-                    continue
-                try:
-                    return _finish(part, dest, fspec, sha, url)
-                except ChecksumError as exc:
-                    if not resumed:
-                        raise
-                    last = str(exc)  # a stale partial file may have been the culprit: retry from 0
-            raise DownloadError(f"{url}: gave up after {ATTEMPTS} attempts ({last})")
-    except BaseException:
-        _remove(part)
-        raise
-
-
-def _fetch(url: str, dest: Path, fspec: FileSpec, progress: _TransferProgress) -> str:
-    if url.startswith("file://"):
-        parsed = urllib.parse.urlparse(url)
-        return _copy_file(Path(urllib.request.url2pathname(parsed.path)), dest, fspec, progress)
-    return _http_download(url, dest, fspec, progress)
-
-
+# ---- transfers ---------------------------------------------------------------------------------
 def _mirror_location(mirror: str, fspec: FileSpec) -> str:
     if mirror.startswith(("http://", "https://", "file://")):
         return mirror.rstrip("/") + "/" + urllib.parse.quote(fspec.path)
     return str(Path(mirror).expanduser() / fspec.path)
 
 
-def _locations(fspec: FileSpec, mirror: str | None) -> list[str]:
-    locs = [_mirror_location(mirror, fspec)] if mirror else []
-    return locs + list(fspec.urls)
+def _unresolvable(exc: BaseException) -> bool:
+    """True when a requests error is a failed host-name lookup (offline, or no such host)."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if type(e).__name__ == "NameResolutionError" or "Name or service not known" in str(e):
+            return True
+        todo += [getattr(e, "reason", None), e.__cause__, e.__context__, *getattr(e, "args", ())[:1]]
+    return False
 
 
-def _obtain(fspec: FileSpec, dest: Path, mirror: str | None, progress: _TransferProgress,
-            manual: str | None) -> tuple[str, str]:
-    """Fetch `fspec` from the mirror, then each URL: (sha256, where from); a clear error if all fail.
+class MirrorDownloader:
+    """A pooch downloader for one registry file that honours the mirror (`$SBRBENCH_MIRROR`).
 
-    A file already at `dest` that failed verification stays until a verified copy replaces it.
+    Its locations are the mirror's copy of the file (`mirror`, else `$SBRBENCH_MIRROR`), then the file's
+    pinned URLs. Each call — one attempt of pooch's — tries every location still in play, in order,
+    and checks what it got against the pinned size and sha256. A location that cannot serve the file
+    (HTTP 4xx other than 408/429, a missing file, wrong bytes, an unknown host) is dropped at once; a
+    transient failure (cut connection, timeout, 408/429/5xx) keeps it and is re-raised as requests'
+    error, so pooch waits and calls again. `errors` keeps the last failure of each location,
+    `origin` the location that served the file.
     """
-    errors: list[str] = []
-    checksum_error: ChecksumError | None = None
-    for loc in _locations(fspec, mirror):
+
+    def __init__(self, fspec: FileSpec, mirror: str | None = None, *, progress: bool = False) -> None:
+        self.fspec = fspec
+        mirror = _mirror_from_env(mirror)
+        self.locations = ([_mirror_location(mirror, fspec)] if mirror else []) + list(fspec.urls)
+        self.progress = progress
+        self.errors: dict[str, str] = {}
+        self.checksum_errors: set[str] = set()
+        self.dropped: set[str] = set()
+        self.attempts: dict[str, int] = {}
+        self.origin: str | None = None
+        self.sha256: str | None = None
+
+    def __call__(self, url: str, output_file: str, pooch: Any) -> None:
+        import requests
+
+        transient: requests.RequestException | None = None
+        for loc in self.locations:
+            if loc in self.dropped:
+                continue
+            self.attempts[loc] = self.attempts.get(loc, 0) + 1
+            try:
+                self._get(loc, Path(output_file))
+                sha = _verify(Path(output_file), self.fspec, loc)
+            except _Unservable as exc:
+                self.dropped.add(loc)
+                self.errors[loc] = str(exc)
+                if exc.checksum:
+                    self.checksum_errors.add(loc)
+                continue
+            except requests.RequestException as exc:
+                self.errors[loc] = f"{loc}: {_describe(exc)}"
+                transient = exc
+                continue
+            self.origin, self.sha256 = loc, sha
+            return
+        if transient is not None:
+            raise transient
+        raise _Exhausted
+
+    def _get(self, loc: str, out: Path) -> None:
+        if "://" not in loc or loc.startswith("file://"):
+            src = Path(urllib.request.url2pathname(urllib.parse.urlparse(loc).path)) if "://" in loc else Path(loc)
+            if not src.is_file():
+                raise _Unservable(f"{src}: no such file")
+            shutil.copyfile(src, out)
+            return
+        import pooch
+        import requests
+
+        bar = _Bar(self.fspec.name) if self.progress and sys.stderr.isatty() else False
+        http = pooch.HTTPDownloader(progressbar=bar, chunk_size=CHUNK, timeout=TIMEOUT_S,
+                                    headers={"User-Agent": f"sbrbench/{__version__}"})
         try:
-            if "://" in loc:
-                return _fetch(loc, dest, fspec, progress), loc
-            return _copy_file(Path(loc), dest, fspec, progress), loc
-        except ChecksumError as exc:
-            checksum_error = exc
-            errors.append(str(exc))
-        except (_Fatal, DownloadError) as exc:
-            errors.append(str(exc))
+            http(loc, str(out), None)
+        except requests.HTTPError as exc:
+            code = exc.response.status_code if exc.response is not None else 0
+            if code in (408, 429) or code >= 500:
+                raise
+            reason = exc.response.reason if exc.response is not None else ""
+            raise _Unservable(f"{loc}: HTTP {code} {reason}".rstrip()) from None
+        except requests.ConnectionError as exc:
+            if _unresolvable(exc):
+                raise _Unservable(f"{loc}: cannot resolve the host (offline?)") from None
+            raise
+        finally:
+            if bar:
+                bar.close()
+
+
+def _describe(exc: BaseException) -> str:
+    """requests' error in a few words (no nested reprs)."""
+    import requests
+
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"HTTP {exc.response.status_code} {exc.response.reason}"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "connection closed mid-transfer"
+    if isinstance(exc, requests.Timeout):
+        return f"no answer within {TIMEOUT_S:g} s"
+    return type(exc).__name__
+
+
+def _obtain(fspec: FileSpec, dest: Path, mirror: str | None, progress: bool,
+            manual: str | None) -> tuple[str, str]:
+    """Fetch `fspec` from the mirror, then each URL, with pooch: (sha256, where from).
+
+    pooch writes into a hidden staging directory beside `dest`; the verified file is then moved over
+    `dest`, so a stale or corrupt copy already there stays until a verified one replaces it.
+    """
+    import pooch
+    import requests
+
+    dl = MirrorDownloader(fspec, mirror, progress=progress)
+    failure: BaseException | None = None
+    if dl.locations:
+        pooch.get_logger().setLevel("WARNING")
+        stage = _staging_dir(dest)
+        shutil.rmtree(stage, ignore_errors=True)
+        name = dest.name
+        known = f"sha256:{fspec.sha256}" if fspec.sha256 else None
+        fetcher = pooch.create(path=stage, base_url="", registry={name: known},
+                               urls={name: dl.locations[0]}, retry_if_failed=RETRIES)
+        try:
+            staged = Path(fetcher.fetch(name, downloader=dl))  # pooch has checked the pinned sha256 too
+            sha = dl.sha256 or _verify(staged, fspec, dl.origin or dl.locations[0])
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            return _place(staged, dest, sha), dl.origin or dl.locations[0]
+        except (_Exhausted, _Unservable, requests.RequestException, ValueError) as exc:
+            failure = exc
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+    errors = [_with_attempts(loc, msg, dl) for loc, msg in dl.errors.items()]
     if manual is not None:
-        state = ("does not match its pinned size/sha256" if dest.exists() else "is not downloaded")
+        state = "does not match its pinned size/sha256" if dest.exists() else "is not downloaded"
         tried = f" (mirror: {'; '.join(errors)})" if errors else ""
-        cls_m = ChecksumError if dest.exists() else SbrError
-        raise cls_m(f"{fspec.path} {state}{tried}. {manual}")
-    if checksum_error is not None and len(errors) == 1:
-        raise checksum_error
-    if not errors:
+        raise (ChecksumError if dest.exists() else SbrError)(f"{fspec.path} {state}{tried}. {manual}")
+    if not dl.locations:
         raise DownloadError(f"{fspec.path}: no URL or mirror to download it from")
-    cls = ChecksumError if checksum_error is not None else DownloadError
+    if not errors:  # pooch itself refused (e.g. its own hash check): say what it said, on one line
+        raise DownloadError(f"could not download {fspec.path}: {' '.join(str(failure).split())}")
+    if len(errors) == 1 and dl.checksum_errors:
+        raise ChecksumError(errors[0])
+    cls = ChecksumError if dl.checksum_errors else DownloadError
     raise cls(f"could not download {fspec.path}: {' | '.join(errors)}")
+
+
+def _with_attempts(loc: str, msg: str, dl: MirrorDownloader) -> str:
+    n = dl.attempts.get(loc, 0)
+    return msg if loc in dl.dropped or n <= 1 else f"{msg} (gave up after {n} attempts)"
+
+
+def _copy_file(src: Path, dest: Path, fspec: FileSpec) -> str:
+    """Copy a local file (`--from`) into place through a verified staging copy."""
+    if not src.is_file():
+        raise SbrError(f"{src}: no such file")
+    size = src.stat().st_size
+    if fspec.size is not None and size != fspec.size:
+        raise ChecksumError(f"{src}: {size} bytes, but {fspec.path} has {fspec.size}; nothing was copied")
+    stage = _staging_dir(dest)
+    try:
+        stage.mkdir(parents=True, exist_ok=True)
+        staged = stage / dest.name
+        shutil.copyfile(src, staged)
+        try:
+            sha = _verify(staged, fspec, str(src))
+        except _Unservable as exc:
+            raise ChecksumError(str(exc)) from None
+        return _place(staged, dest, sha)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _mirror_from_env(mirror: str | None) -> str | None:
@@ -359,15 +383,13 @@ def ensure_source(dataset: str, source: str | None, data_dir: Path, mirror: str 
     Missing (or corrupt) files are fetched from the mirror (`mirror` or `$SBRBENCH_MIRROR`), then
     from each URL. A manual source whose files are missing raises `SbrError` with its instructions.
     """
-    spec = get_dataset(dataset)
-    src = spec.source(source)
+    src = get_dataset(dataset).source(source)
     mirror = _mirror_from_env(mirror)
-    bar = _TransferProgress(progress)
     out: dict[str, Path] = {}
     for fspec in src.files:
         dest = local_path(Path(data_dir), fspec)
         if _check_existing(dest, fspec) is None:
-            _obtain(fspec, dest, mirror, bar, src.manual)
+            _obtain(fspec, dest, mirror, progress, src.manual)
         out[fspec.role] = dest
     return out
 
@@ -407,11 +429,9 @@ def download(dataset: str, *, source: str | None = None, data_dir: str | Path | 
     (`cached`, `downloaded` from the mirror or a URL, `copied` from `from_path`) and origin (the
     location used). Existing verified files are kept unless `force`.
     """
-    spec = get_dataset(dataset)
-    src = spec.source(source)
+    src = get_dataset(dataset).source(source)
     root = resolve_data_dir(data_dir)
     mirror = _mirror_from_env(mirror)
-    bar = _TransferProgress(progress)
     given = _from_candidates(Path(from_path).expanduser(), src) if from_path is not None else {}
     records = []
     for fspec in src.files:
@@ -420,10 +440,10 @@ def download(dataset: str, *, source: str | None = None, data_dir: str | Path | 
         if sha is not None and fspec.role not in given:
             status, origin = "cached", str(dest)
         elif fspec.role in given:
-            sha = _copy_file(given[fspec.role], dest, fspec, bar)
+            sha = _copy_file(given[fspec.role], dest, fspec)
             status, origin = "copied", str(given[fspec.role])
         else:
-            sha, origin = _obtain(fspec, dest, mirror, bar, src.manual)
+            sha, origin = _obtain(fspec, dest, mirror, progress, src.manual)
             status = "downloaded"
         records.append({"role": fspec.role, "path": str(dest), "bytes": dest.stat().st_size,
                         "sha256": sha, "pinned": fspec.sha256 is not None, "status": status,
@@ -465,6 +485,7 @@ def dataset_status(spec: DatasetSpec, root: Path) -> dict[str, Any]:
                   if source_status(spec.name, name, root) == "downloaded"]
     processed = [p for p in spec.protocols
                  if (processed_dir(root, spec.name, p) / "manifest.json").is_file()]
+    stats = {p: s for p in processed if (s := _processed_stats(processed_dir(root, spec.name, p) / "manifest.json"))}
     if processed:
         status = f"processed ({', '.join(processed)})"
     elif downloaded:
@@ -479,8 +500,32 @@ def dataset_status(spec: DatasetSpec, root: Path) -> dict[str, Any]:
         "formats": sorted({s.format for s in spec.sources.values()}),
         "bytes": total, "size": _human_size(total), "manual": src.is_manual,
         "downloaded_sources": downloaded, "processed": processed, "status": status,
-        "description": spec.description,
+        "description": spec.description, "stats": stats,
     }
+
+
+def _processed_stats(manifest: Path) -> dict[str, Any] | None:
+    """Statistics of a processed dataset from its manifest: items, the protocol's whole training set
+    (validation included), test examples, and each split's counts; None when unreadable."""
+    try:
+        m = json.loads(manifest.read_text(encoding="utf-8"))
+        st = m.get("stats") or {}
+        splits = {k: v for k, v in st.items() if k in ("train", "valid", "test") and isinstance(v, dict)}
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not splits:
+        return None
+
+    def ex(split: str) -> int | None:
+        v = (splits.get(split) or {}).get("examples")
+        return v if isinstance(v, int) else None
+
+    train = ex("train")
+    if train is not None and ex("valid") is not None:
+        train += ex("valid")  # type: ignore[operator]
+    items = (st.get("all") or {}).get("items") if isinstance(st.get("all"), dict) else None
+    return {"items": items if isinstance(items, int) else m.get("n_items"), "train_examples": train,
+            "test_examples": ex("test"), "splits": splits}
 
 
 def list_datasets(data_dir: str | Path | None = None) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from sbrbench import paths
+from sbrbench.data.audit import audit_dataset, audit_summary
 from sbrbench.data.dataset import ProcessedDataset
 from sbrbench.data.download import ensure_source, verified_sha256
 from sbrbench.data.formats import FORMATS, discover_files, read_format
@@ -34,6 +35,8 @@ LONG_SESSION = 200
 KNOWN_OPTIONS = {
     "n_items", "fraction", "test_days", "min_item_support", "min_session_length", "long_session",
     "columns", "sep", "time_format", "session", "item", "time", "order",
+    "min_user_length", "split_seed", "history_len", "train_cut",  # comirec
+    "session_cut", "max_session_length", "test_fraction",  # macl on user sequences (split_seed too)
 }
 DEFAULT_PROTOCOL = {"diginetica": "srgnn", "yoochoose": "srgnn", "csv": "srgnn", "srgnn": "srgnn",
                     "sequences": "loo", "recbole": "loo"}
@@ -120,6 +123,8 @@ def _run(name: str, protocol: str, fmt: str, files: dict[str, Path], opts: dict[
         log.warning("%s (%s): %s", name, protocol, w)
     extra = {"stats": stats, "warnings": warnings, "format": fmt, "options": opts,
              "valid_fraction": valid_fraction, **origin}
+    if "test" in ds.splits and len(ds.splits["test"]):  # `sbrbench audit NAME` gives the full report
+        extra["audit"] = audit_summary(audit_dataset(ds))
     manifest = ds.save(paths.processed_dir(root, name, protocol), sources=checksums, extra=extra)
     manifest["path"] = str(paths.processed_dir(root, name, protocol))
     return ds, manifest
@@ -198,7 +203,7 @@ def summary(manifest: dict[str, Any]) -> dict[str, Any]:
     counts = manifest["counts"]
     out = {"dataset": manifest["dataset"], "protocol": manifest["protocol"], **counts,
            "path": manifest.get("path"), "warnings": manifest.get("warnings", []),
-           "stats": manifest.get("stats", {})}
+           "stats": manifest.get("stats", {}), "audit": manifest.get("audit")}
     for key in ("train_period_sessions", "test_period_sessions"):
         if key in manifest.get("info", {}):
             out[key] = manifest["info"][key]

@@ -35,6 +35,7 @@ import numpy as np
 
 from sbrbench.data.dataset import ProcessedDataset, Split, augment_all_prefixes
 from sbrbench.data.formats import ClickLog, PublishedSplits, UserSequences
+from sbrbench.data.macl_sessions import build_macl_sessions
 from sbrbench.data.srgnn_pickles import build_from_pairs, build_from_srgnn_pickles
 from sbrbench.errors import DataError
 from sbrbench.registry import Registry
@@ -354,8 +355,27 @@ class PresplitProtocol(SessionProtocol):
 
 PROTOCOLS.register("gcegnn")(PublishedProtocol(
     "gcegnn", "GCE-GNN Tmall/Nowplaying splits as published (SR-GNN pickle layout)", SessionRecipe()))
-PROTOCOLS.register("macl")(PublishedProtocol(
-    "macl", "MACL's published (prefix, target) splits, one example per session", SessionRecipe()))
+
+
+class MaclProtocol(PublishedProtocol):
+    """MACL's published (prefix, target) pickles kept as published, or MACL-style sessions built
+    from user sequences (`sbrbench.data.macl_sessions`: first 20 items, seeded 90/10 user split,
+    one example per session; options `session_cut`, `split_seed`)."""
+
+    accepts = (PublishedSplits, UserSequences)
+
+    def build(self, data: Any, name: str, *, valid_fraction: float = 0.1,
+              options: dict[str, Any] | None = None) -> ProcessedDataset:
+        """Published splits as `PublishedProtocol`; user sequences by the MACL recipe."""
+        self.check_input(data)
+        if isinstance(data, UserSequences):
+            return build_macl_sessions(data, name, self.name, valid_fraction=valid_fraction, options=options)
+        return super().build(data, name, valid_fraction=valid_fraction, options=options)
+
+
+PROTOCOLS.register("macl")(MaclProtocol(
+    "macl", "MACL's published (prefix, target) splits, one example per session; on user sequences, "
+    "MACL-style sessions (first 20 items, seeded 90/10 user split)", SessionRecipe()))
 PROTOCOLS.register("session-rec")(PresplitProtocol(
     "session-rec", "session-rec prepared train/test click files, kept as split; every prefix is an example",
     SessionRecipe(session_time="max", session_order="first_row", min_item_support=1, longest_first=False)))
@@ -408,3 +428,32 @@ class LeaveOneOut(Protocol):
 
 
 PROTOCOLS.register("loo")(LeaveOneOut())
+
+
+# ------------------------------------------------------------------------------------------------
+# ComiRec's user split (MCLSR): see sbrbench.data.comirec
+
+
+class ComiRecProtocol(Protocol):
+    """THUDM/ComiRec `data.py`: seeded 80/10/10 user split, first 80% of a held-out user's items
+    as history and the rest as targets; training cuts drawn per step (`sbrbench.data.comirec`)."""
+
+    name = "comirec"
+    description = ("ComiRec user split: support >= 5, popularity ids, users >= 5, seeded 80/10/10 users; "
+                   "held-out users: first 80% history, the rest targets")
+    accepts = (UserSequences, ClickLog)
+
+    def build(self, data: Any, name: str, *, valid_fraction: float = 0.1,
+              options: dict[str, Any] | None = None) -> ProcessedDataset:
+        """`valid_fraction` is unused: the protocol fixes 10% of users for validation."""
+        from sbrbench.data.comirec import build_comirec, click_log_sequences
+
+        self.check_input(data)
+        if isinstance(data, UserSequences):
+            return build_comirec(data.sequences, data.item_keys, data.user_keys, name, options, dict(data.notes))
+        users = click_log_sequences(data.session, data.item, data.time)
+        return build_comirec(users, data.item_keys, [str(u) for u in range(len(users))], name, options,
+                             {"users_from": "the click log's session column"})
+
+
+PROTOCOLS.register("comirec")(ComiRecProtocol())

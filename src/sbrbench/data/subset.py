@@ -3,7 +3,8 @@
 `top_items_subset` keeps the most frequent training items: every other click is removed from
 every session (as the SR-GNN recipe removes rare items), sessions left shorter than two clicks are
 dropped, item ids are renumbered 1..n by training frequency, and each split is prefix-augmented
-again (longest prefix first) from the sessions it read. The split of sessions into
+again (longest prefix first) from the sessions it read (under the `comirec` protocol: each
+user's one example is recomputed from its new length). The split of sessions into
 train / valid / test is kept, so no test session ever enters training.
 """
 
@@ -38,7 +39,13 @@ def top_items_subset(ds: ProcessedDataset, n_items: int) -> ProcessedDataset:
     items = mapped[keep].astype(np.int32)
 
     splits: dict[str, Split] = {}
+    if ds.protocol == "comirec":  # one example per user, recomputed from its new length
+        from sbrbench.data.comirec import resplit_subset
+
+        splits = resplit_subset(ds, new_len)
     for name, sp in ds.splits.items():
+        if name in splits:
+            continue
         _, first = np.unique(sp.session, return_index=True)
         sessions = sp.session[np.sort(first)].astype(np.int64)  # order of first appearance
         sessions = sessions[new_len[sessions] >= 2]

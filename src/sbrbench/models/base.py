@@ -61,6 +61,9 @@ class Model(nn.Module):
     neural: ClassVar[bool] = True
     needs_graph: ClassVar[bool] = False
     variant_of: ClassVar[str | None] = None  # `register_variant`: the model this one presets
+    # What `sbrbench tune` may vary: hyper-parameter or training option → `IntRange` /
+    # `FloatRange` / `Choice` (`sbrbench.models.search`); empty: the model cannot be tuned.
+    search_space: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, n_items: int, params: Any = None) -> None:
         super().__init__()
@@ -93,6 +96,11 @@ class Model(nn.Module):
         model's device; `limit` the run's `max_train_examples`."""
         return None
 
+    def configure_optimizer(self, lr: float, l2: float) -> torch.optim.Optimizer | None:
+        """This model's own optimizer for the run's `lr` and `l2` (None: sbrbench's Adam with L2 as
+        weight decay, `sbrbench.optim.make_optimizer`), e.g. GRU4Rec's Adagrad with momentum."""
+        return None
+
     def extra_loss(self, batch: Batch, scores: torch.Tensor) -> torch.Tensor | None:
         """Auxiliary loss added to the Trainer's cross-entropy (None: nothing to add)."""
         return None
@@ -122,6 +130,10 @@ class Model(nn.Module):
 
     def clip_gradients(self) -> None:
         """Called after `backward()` and before the optimizer step (default: nothing)."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called by the Trainer at the start of each training epoch (0-based `epoch`), after
+        `train()` (default: nothing). For models whose released code changes with the epoch."""
 
     def reset_parameters(self) -> None:
         """Re-initialise the parameters.

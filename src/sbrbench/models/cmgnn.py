@@ -16,6 +16,10 @@ built from the paper's description with GCE-GNN (local / global aggregators, rea
   mean item embedding of the session, then `relu(W_3 [h_i ; Σ_j π_ij h_j])`, one aggregator per
   layer over the `topk`-ary neighbour tree (`gcegnn.SessionAwareNeighbourAggregator`), rooted at
   the batch's real session nodes only (packed rows; same results as rooting it at every position).
+  The first layer's attention depends only on (session, item), so it runs once per distinct pair
+  and its keys `(s ⊙ h_j) W_1` once per distinct (session, neighbour) (`layers.NeighbourTree`,
+  `layers.aggregate_neighbour_tree`): on Diginetica about 11k key rows per batch of 100 instead of
+  53k tree slots; dropout, `W_3` and the later layers stay per slot (same dropout draws).
 * **Fusion** (`fusion`): attention over the two pairwise views of every item,
   `[γ_l, γ_g] = softmax(q^T tanh(W_f h + b_f))`, `h = γ_l h^l + γ_g h^g` (GCE-GNN dropouts
   `dropout_local` / `dropout_global` applied to the views first); switched off it is GCE-GNN's plain
@@ -27,11 +31,14 @@ built from the paper's description with GCE-GNN (local / global aggregators, rea
   `X^{(l+1)} = D^{-1} H B^{-1} H^T X^{(l)}` on the shared item embeddings, output the mean of
   layers 0..L (each fitted training session one hyperedge). Average pooling over the prefix's
   positions gives the high-order session vector `s_h`. `hgcn_scope="all"` propagates every item
-  each forward as DHCN does (two sparse products over the whole incidence: about 2 s per batch
-  of 100 on Diginetica on the shared 2-core CPU); the default `"batch"` computes the same rows
-  exactly but only for the batch's items and the items they depend on (`HypergraphRows`, 8-15 %
-  of the incidence per batch with one layer; tested equal in values and gradients). `s_h` only
-  feeds the contrastive loss, so H-GCN runs in training mode only (evaluation costs nothing).
+  each forward as DHCN does (two CSR products over the whole incidence, the backward through the
+  rows that receive a gradient); the default `"batch"` computes the same rows exactly but only for
+  the batch's items and the items they depend on (`HypergraphRows`: the batch items' rows of the
+  pre-multiplied item × item propagation, about 2 % of its non-zeros per batch of 100 with one
+  layer; tested equal in values and gradients). One training step of the batch scope spends about
+  16 ms (CPU) in H-GCN, the full pass about 140 ms, on Diginetica on one thread of the shared
+  2-core CPU (`bench/bench_gcegnn.py`). `s_h` only feeds the contrastive loss, so H-GCN runs in
+  training mode only (evaluation costs nothing).
 * **CL** (`cl`): `beta * info_nce(s_p, s_h, temperature)` (`sbrbench.losses.info_nce`: cosine
   similarity, in-batch negatives, direction s_p → s_h; `temperature` default 0.2, `beta` 0.01).
 
@@ -39,6 +46,10 @@ Components (`drop`): `lgcn`, `ggcn`, `hgcn`, `fusion`, `cl`. Without one of L-GC
 view is used alone (fusion has nothing to fuse and is not built); without both the readout sees
 the raw embeddings. Dropping `hgcn` also switches `cl` off: there is no second view. H-GCN has no
 parameters; its switch removes the hypergraph buffers and the contrastive term.
+
+Each forward looks up the embedding table once (`_Lookup`: the distinct ids of the session nodes
+and the neighbour trees), so the backward builds one dense embedding gradient for them besides
+the score product's.
 """
 
 from __future__ import annotations
@@ -50,14 +61,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from sbrbench.errors import SbrError
+from sbrbench.graphs import csr_tensor
 from sbrbench.losses import info_nce
 from sbrbench.models.base import Model, dropped, register_model
 from sbrbench.models.layers import (
+    NeighbourTree,
     RelationalGraphAttention,
     ReversedPositionReadout,
     SessionAwareNeighbourAggregator,
+    aggregate_neighbour_tree,
     overwritten_init,
     reset_children_,
     reverse_prefixes,
@@ -118,77 +133,180 @@ class ViewFusion(nn.Module):
         return (gamma * stacked).sum(-2)
 
 
-def _segments(offsets: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Entries of CSR `rows`: (flat entry index, position of its row in `rows`), no Python loop."""
-    start = offsets[rows]
-    length = offsets[rows + 1] - start
-    owner = torch.repeat_interleave(torch.arange(rows.shape[0], device=rows.device), length)
-    first = torch.cumsum(length, 0) - length
-    return start[owner] + torch.arange(owner.shape[0], device=rows.device) - first[owner], owner
+def _csr_rows(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Rows `rows` of the CSR matrix (crow, col, val) as CSR parts of their own, no Python loop."""
+    start = crow[rows]
+    length = crow[rows + 1] - start
+    sub = torch.zeros(rows.shape[0] + 1, dtype=crow.dtype, device=crow.device)
+    torch.cumsum(length, 0, out=sub[1:])
+    idx = torch.arange(int(sub[-1]), device=crow.device) + torch.repeat_interleave(start - sub[:-1], length)
+    return sub, col[idx], val[idx]
+
+
+def _transposed_product(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, g: torch.Tensor, n_in: int) -> torch.Tensor:
+    """`Aᵀ g` (n_in, d) for the CSR matrix A = (crow, col, val), rows of `g` that are all zero skipped."""
+    live = g.ne(0).any(1)
+    if bool(live.all()):
+        row = torch.repeat_interleave(torch.arange(g.shape[0], device=g.device), crow[1:] - crow[:-1])
+    else:
+        rows = live.nonzero().squeeze(1)
+        crow, col, val = _csr_rows(crow, col, val, rows)
+        g = g[rows]
+        row = torch.repeat_interleave(torch.arange(rows.shape[0], device=g.device), crow[1:] - crow[:-1])
+    order = torch.argsort(col, stable=True)
+    crow_t = torch.zeros(n_in + 1, dtype=crow.dtype, device=crow.device)
+    torch.cumsum(torch.bincount(col, minlength=n_in), 0, out=crow_t[1:])
+    return torch.sparse.mm(csr_tensor(crow_t, row[order], val[order].to(g.dtype), (n_in, g.shape[0])), g)
+
+
+class _CsrProduct(torch.autograd.Function):
+    """`A x` for a constant CSR matrix A given by its parts; the backward `Aᵀ g` transposes A on the fly."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(crow, col, val)
+        ctx.n_in = x.shape[0]
+        return torch.sparse.mm(csr_tensor(crow, col, val.to(x.dtype), (crow.shape[0] - 1, x.shape[0])), x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        crow, col, val = ctx.saved_tensors
+        return _transposed_product(crow, col, val, g.contiguous(), ctx.n_in), None, None, None
+
+
+class _FullPropagation(torch.autograd.Function):
+    """`P x` for every item as DHCN computes it, `D⁻¹H (B⁻¹Hᵀ x)`: two sparse products, the (n_edges, d)
+    intermediate in a reused workspace; the backward `Pᵀ g` uses the pre-multiplied P's rows that
+    receive a gradient (only the clicked items' when s_h alone reads the result)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, hyper: HypergraphRows) -> torch.Tensor:
+        ctx.hyper = hyper
+        ctx.n_in = x.shape[0]
+        edges, items = hyper.factor_matrices(x.dtype)
+        z = hyper.workspace(edges.shape[0], x)
+        torch.addmm(z, edges, x, beta=0.0, out=z)
+        return torch.sparse.mm(items, z)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        h = ctx.hyper
+        return _transposed_product(h.prop_crow, h.prop_col, h.prop_val, g.contiguous(), ctx.n_in), None
 
 
 class HypergraphRows(nn.Module):
-    r"""Hypergraph convolution `X' = D^{-1} H B^{-1} H^T X` evaluated on a subset of item rows.
+    r"""Hypergraph convolution `X' = P X`, `P = D^{-1} H B^{-1} H^T`, over all items or a subset of rows.
 
-    The incidence is kept twice in CSR form (item → hyperedges with weight 1/D, hyperedge → items
-    with weight 1/B). `rows(x, items, layers)` returns the mean of layers 0..`layers` for `items`
-    only, computing every intermediate layer on just the items it depends on (the items sharing a
-    hyperedge with the next layer's rows). The result equals full propagation (DHCN) row for row,
-    at the cost of the batch's hypergraph neighbourhood: with one layer about 8% (Diginetica,
-    Tmall) to 15% (Nowplaying) of the incidence entries per batch of 100.
+    P is kept pre-multiplied as one item × item CSR matrix, as DHCN's `adjacency`
+    (`SessionHypergraph.propagation`; float32 values of the float64 product). `rows(x, items,
+    layers)` returns the mean of layers 0..`layers` for `items` only, each intermediate layer on
+    just the items it depends on: with one layer that is the batch items' rows of P, about 2% of
+    its non-zeros per batch of 100 on Diginetica. `full(x, layers)` is DHCN's pass over every item
+    (built with `factors=True`: the two factors B⁻¹Hᵀ and D⁻¹H, 0.6x the non-zeros of P on
+    Diginetica, 0.3x on Tmall and Nowplaying, are what its forward multiplies). Every product is a
+    `torch.sparse.mm` on CSR, forward and backward (the backward transposes only the rows that
+    receive a gradient): no (nnz, d) intermediate is ever built.
     """
 
-    def __init__(self, item_offsets: torch.Tensor, item_edges: torch.Tensor, item_weight: torch.Tensor,
-                 edge_offsets: torch.Tensor, edge_items: torch.Tensor, edge_weight: torch.Tensor) -> None:
+    def __init__(self, crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor,
+                 factors: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None) -> None:
         super().__init__()
-        for name, t in (("item_offsets", item_offsets), ("item_edges", item_edges), ("item_weight", item_weight),
-                        ("edge_offsets", edge_offsets), ("edge_items", edge_items), ("edge_weight", edge_weight)):
-            self.register_buffer(name, t, persistent=False)
+        self.register_buffer("prop_crow", crow, persistent=False)
+        self.register_buffer("prop_col", col, persistent=False)
+        self.register_buffer("prop_val", val, persistent=False)
+        self.has_factors = factors is not None
+        if factors is not None:
+            for name, parts in zip(("edge", "item"), factors):
+                for part, t in zip(("crow", "col", "val"), parts):
+                    self.register_buffer(f"{name}_{part}", t, persistent=False)
+        self._workspace: torch.Tensor | None = None
 
     @classmethod
-    def from_graph(cls, h: Any) -> HypergraphRows:
-        """The CSR form of a `sbrbench.graphs.SessionHypergraph`."""
-        d, b = h.degrees()
-        edge = torch.from_numpy(h.edge).long()
-        item = torch.from_numpy(h.item).long()
-        by_item = torch.argsort(item * h.n_edges + edge)
-        by_edge = torch.argsort(edge * h.n_items + item)
-        item_off = torch.zeros(h.n_items + 1, dtype=torch.long)
-        item_off[1:] = torch.cumsum(torch.bincount(item, minlength=h.n_items), 0)
-        edge_off = torch.zeros(h.n_edges + 1, dtype=torch.long)
-        edge_off[1:] = torch.cumsum(torch.bincount(edge, minlength=h.n_edges), 0)
-        return cls(item_off, edge[by_item], torch.from_numpy(1.0 / d)[item[by_item]],
-                   edge_off, item[by_edge], torch.from_numpy(1.0 / b)[edge[by_edge]])
+    def from_graph(cls, h: Any, factors: bool = False, dtype: torch.dtype = torch.float32) -> HypergraphRows:
+        """The propagation of a `sbrbench.graphs.SessionHypergraph` (and its two factors for `full`),
+        values rounded once from float64 to `dtype`."""
 
-    def _plan(self, out_rows: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """One step's gathers: hyperedges of `out_rows` and their items (plus `keep`) as inputs."""
-        e_idx, e_owner = _segments(self.item_offsets, out_rows)
-        edges, edge_pos = torch.unique(self.item_edges[e_idx], return_inverse=True)
-        i_idx, i_owner = _segments(self.edge_offsets, edges)
-        in_rows = torch.unique(torch.cat([self.edge_items[i_idx], keep]))
-        return e_idx, e_owner, edge_pos, edges, i_idx, i_owner, in_rows
+        def tensors(arrays: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
+            crow, col, val = arrays
+            return torch.from_numpy(crow), torch.from_numpy(col), torch.from_numpy(val).to(dtype)
 
-    def _step(self, x_in: torch.Tensor, in_rows: torch.Tensor, n_out: int, plan: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        e_idx, e_owner, edge_pos, edges, i_idx, i_owner, _ = plan
-        src = torch.searchsorted(in_rows, self.edge_items[i_idx])
-        z = torch.zeros(edges.shape[0], x_in.shape[1], dtype=x_in.dtype, device=x_in.device)
-        z = z.index_add(0, i_owner, x_in[src] * self.edge_weight[i_idx].unsqueeze(1))
-        y = torch.zeros(n_out, x_in.shape[1], dtype=x_in.dtype, device=x_in.device)
-        return y.index_add(0, e_owner, z[edge_pos] * self.item_weight[e_idx].unsqueeze(1))
+        fac = None
+        if factors:
+            edge_from_items, item_from_edges = h.factors()
+            fac = (tensors(edge_from_items), tensors(item_from_edges))
+        return cls(*tensors(h.propagation()), factors=fac)
 
-    def rows(self, x: torch.Tensor, items: torch.Tensor, layers: int) -> torch.Tensor:
-        """Mean of H-GCN layers 0..`layers` of `x` (n_items, d) at the sorted unique `items` (S, d)."""
-        row_sets = [items]
-        plans = []
+    @property
+    def n_items(self) -> int:
+        """Size of the item space."""
+        return int(self.prop_crow.shape[0] - 1)
+
+    def factor_matrices(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B⁻¹Hᵀ, D⁻¹H) as sparse CSR tensors of `dtype`."""
+        if not self.has_factors:
+            raise SbrError("this hypergraph was built without its factors (HypergraphRows.from_graph(h, factors=True))")
+        n_edges = self.edge_crow.shape[0] - 1
+        edges = csr_tensor(self.edge_crow, self.edge_col, self.edge_val.to(dtype), (n_edges, self.n_items))
+        items = csr_tensor(self.item_crow, self.item_col, self.item_val.to(dtype), (self.n_items, n_edges))
+        return edges, items
+
+    def workspace(self, rows: int, like: torch.Tensor) -> torch.Tensor:
+        """A reused (rows, d) buffer shaped like `like`: the full pass's (n_edges, d) intermediate
+        is allocated once, not per step (large allocations are page-faulted anew each time)."""
+        w = self._workspace
+        if w is None or w.shape != (rows, like.shape[1]) or w.dtype != like.dtype or w.device != like.device:
+            w = self._workspace = torch.empty(rows, like.shape[1], dtype=like.dtype, device=like.device)
+        return w
+
+    def full(self, x: torch.Tensor, layers: int) -> torch.Tensor:
+        """Mean of H-GCN layers 0..`layers` of `x` (n_items, d) for every item (DHCN)."""
+        total, h = x, x
         for _ in range(layers):
-            plans.append(self._plan(row_sets[-1], items))
-            row_sets.append(plans[-1][-1])
-        h = x[row_sets[-1]]
-        total = x[items]
-        for level in range(layers - 1, -1, -1):
-            h = self._step(h, row_sets[level + 1], row_sets[level].shape[0], plans[level])
-            total = total + h[torch.searchsorted(row_sets[level], items)]
+            h = _FullPropagation.apply(h, self)
+            total = total + h
         return total / (layers + 1)
+
+    def rows(self, x: torch.Tensor, items: torch.Tensor, layers: int, x_items: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of H-GCN layers 0..`layers` of `x` (n_items, d) at the sorted unique `items` (S, d).
+
+        `x_items` may supply `x[items]` (e.g. from a lookup the caller already made).
+        """
+        sets = [items]
+        parts = []
+        for level in range(layers):
+            parts.append(_csr_rows(self.prop_crow, self.prop_col, self.prop_val, sets[-1]))
+            if level + 1 < layers:
+                sets.append(torch.unique(torch.cat([parts[-1][1], items])))
+        total = x[items] if x_items is None else x_items
+        h = x
+        for level in range(layers - 1, -1, -1):
+            crow, col, val = parts[level]
+            if level + 1 < layers:  # the input is layer `layers - level - 1` at sets[level + 1] only
+                col = torch.searchsorted(sets[level + 1], col)
+            h = _CsrProduct.apply(h, crow, col, val)
+            total = total + (h if level == 0 else h[torch.searchsorted(sets[level], items)])
+        return total / (layers + 1)
+
+
+class _Lookup:
+    """One embedding lookup per forward pass: the distinct ids' rows, then `lookup(ids)` by position.
+
+    Every consumer indexes the same (U, d) rows, so the backward builds one dense embedding
+    gradient (plus the score product's) instead of one per lookup.
+    """
+
+    def __init__(self, embedding: nn.Embedding, ids: torch.Tensor) -> None:
+        self.ids = torch.unique(ids)
+        self.rows = embedding(self.ids)
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.rows[torch.searchsorted(self.ids, ids)]
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -261,12 +379,7 @@ class CMGNN(Model):
             self.register_buffer("nbr_weights", weights, persistent=False)
         if self.use_cl:
             h = dataset_graph("hyper", dataset, splits, cache_dir)
-            if p.hgcn_scope == "all":
-                edge_from_items, item_from_edges = h.operators()
-                self.register_buffer("hyper_i2e", edge_from_items, persistent=False)
-                self.register_buffer("hyper_e2i", item_from_edges, persistent=False)
-            else:
-                self.hyper = HypergraphRows.from_graph(h)
+            self.hyper = HypergraphRows.from_graph(h, factors=p.hgcn_scope == "all")
 
     def _require(self, name: str) -> torch.Tensor:
         t = getattr(self, name, None)
@@ -283,56 +396,52 @@ class CMGNN(Model):
             hidden = layer(hidden, rel)
         return hidden
 
-    def global_view(self, seq: torch.Tensor, mask: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
-        """G-GCN: `ggcn_layers` rounds of session-aware aggregation over the neighbour tree (B, N, d).
+    def neighbour_tree(self, nodes: torch.Tensor) -> NeighbourTree:
+        """The G-GCN neighbour trees of the batch's real (non-padding) session nodes, packed as T roots."""
+        assert self.ggcn is not None
+        b_idx, n_idx = (nodes > 0).nonzero(as_tuple=True)
+        return NeighbourTree.build(nodes[b_idx, n_idx], b_idx, self._require("nbr_items"), self._require("nbr_weights"),
+                                   len(self.ggcn))
 
-        The tree is built for the real (non-padding) nodes only, packed as T rows, then scattered
-        back into the padded (B, N) layout: the cost follows the batch's items, not its longest session.
+    def global_view(self, nodes: torch.Tensor, tree: NeighbourTree, lookup: _Lookup, session: torch.Tensor) -> torch.Tensor:
+        """G-GCN: `ggcn_layers` rounds of session-aware aggregation over the neighbour trees (B, N, d).
+
+        `session` (B, d) is each session's mean click embedding. The trees are rooted at the real
+        nodes only and scattered back into the padded (B, N) layout: the cost follows the batch's
+        distinct (session, item) pairs, not its longest session (`aggregate_neighbour_tree`).
         """
         assert self.ggcn is not None
-        nbr_items, nbr_weights = self._require("nbr_items"), self._require("nbr_weights")
-        k, dim = nbr_items.shape[1], self.params.dim
+        roots = aggregate_neighbour_tree(self.ggcn, tree, lookup, session)
         b_idx, n_idx = (nodes > 0).nonzero(as_tuple=True)
-        t = b_idx.shape[0]
-        session = masked_mean(self.embedding(seq), mask)[b_idx]
-        ids = [nodes[b_idx, n_idx].unsqueeze(1)]  # depth h: (T, K^h)
-        weights = []
-        for _ in range(len(self.ggcn)):
-            weights.append(nbr_weights[ids[-1]].view(t, -1, k))
-            ids.append(nbr_items[ids[-1]].view(t, -1))
-        vectors = [self.embedding(i) for i in ids]
-        for layer, agg in enumerate(self.ggcn):
-            vectors = [
-                agg(vectors[h], vectors[h + 1].view(t, -1, k, dim), weights[h], session)
-                for h in range(len(self.ggcn) - layer)
-            ]
-        out = torch.zeros(nodes.shape[0], nodes.shape[1], dim, dtype=vectors[0].dtype, device=nodes.device)
-        return out.index_put((b_idx, n_idx), vectors[0].view(t, dim))
+        out = torch.zeros(nodes.shape[0], nodes.shape[1], roots.shape[1], dtype=roots.dtype, device=nodes.device)
+        return out.index_put((b_idx, n_idx), roots)
 
     def hyper_items(self) -> torch.Tensor:
         """H-GCN over all item embeddings (DHCN): mean of layers 0..hgcn_layers (n_items, d)."""
-        i2e, e2i = self._require("hyper_i2e"), self._require("hyper_e2i")
-        x = self.embedding.weight
-        total = x
-        for _ in range(self.params.hgcn_layers):
-            x = torch.sparse.mm(e2i, torch.sparse.mm(i2e, x))
-            total = total + x
-        return total / (self.params.hgcn_layers + 1)
+        return self._hyper().full(self.embedding.weight, self.params.hgcn_layers)
 
-    def high_order_session(self, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """s_h (B, d): average pooling of the H-GCN item representations over each prefix."""
-        if self.params.hgcn_scope == "all":
-            return masked_mean(self.hyper_items()[seq], mask)
+    def _hyper(self) -> HypergraphRows:
         if self.hyper is None:
             raise SbrError("cmgnn needs its dataset graphs: call model.prepare(dataset, splits) before use")
+        return self.hyper
+
+    def high_order_session(self, seq: torch.Tensor, mask: torch.Tensor, lookup: _Lookup | None = None) -> torch.Tensor:
+        """s_h (B, d): average pooling of the H-GCN item representations over each prefix.
+
+        `lookup` (the forward pass's embedding lookup, holding every clicked item) supplies the
+        layer-0 rows of the batch scope; without it they are read from the embedding table.
+        """
+        if self.params.hgcn_scope == "all":
+            return masked_mean(self.hyper_items()[seq], mask)
         rows, pos = torch.unique(seq[mask], return_inverse=True)
-        x = self.hyper.rows(self.embedding.weight, rows, self.params.hgcn_layers)
+        x = self._hyper().rows(self.embedding.weight, rows, self.params.hgcn_layers,
+                               None if lookup is None else lookup(rows))
         out = torch.zeros(seq.shape + (x.shape[1],), dtype=x.dtype, device=x.device)
         return masked_mean(out.index_put((mask.nonzero(as_tuple=True)), x[pos]), mask)
 
     # ---- forward -----------------------------------------------------------------------------------
-    def session_embedding(self, batch: Batch) -> torch.Tensor:
-        """The pairwise session vector s_p (B, d) from the fused local and global views."""
+    def _encode(self, batch: Batch, high_order: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """s_p (B, d) from the fused local and global views, and s_h when `high_order`."""
         from sbrbench.batching import session_graphs
 
         p: CMGNNParams = self.params
@@ -341,12 +450,17 @@ class CMGNN(Model):
             seq, mask, lengths = keep_recent(seq, lengths, p.max_position)
             nodes, alias, _, _ = session_graphs(seq, lengths, mask)
         rev_alias = reverse_prefixes(alias, lengths, mask)
-        h0 = self.embedding(nodes)
+        tree = self.neighbour_tree(nodes) if self.ggcn is not None else None
+        # one lookup for the session nodes (which hold every clicked item) and the neighbour trees
+        lookup = _Lookup(self.embedding, nodes.reshape(-1) if tree is None else torch.cat([nodes.reshape(-1), tree.items()]))
+        h0 = lookup(nodes)
         views = []
         if self.lgcn is not None:
             views.append(F.dropout(self.local_view(h0, rev_alias, mask, nodes), p.dropout_local, training=self.training))
-        if self.ggcn is not None:
-            views.append(F.dropout(self.global_view(seq, mask, nodes), p.dropout_global, training=self.training))
+        if tree is not None:
+            clicks = h0.gather(1, alias.unsqueeze(2).expand(-1, -1, h0.shape[2]))
+            session = masked_mean(clicks, mask)
+            views.append(F.dropout(self.global_view(nodes, tree, lookup, session), p.dropout_global, training=self.training))
         if not views:
             hidden = h0
         elif self.fusion is not None:
@@ -354,15 +468,17 @@ class CMGNN(Model):
         else:
             hidden = views[0] if len(views) == 1 else views[0] + views[1]
         rev_hidden = hidden.gather(1, rev_alias.unsqueeze(2).expand(-1, -1, hidden.shape[2]))
-        return self.readout(rev_hidden, mask)
+        s_p = self.readout(rev_hidden, mask)
+        return s_p, (self.high_order_session(seq, mask, lookup) if high_order else None)
+
+    def session_embedding(self, batch: Batch) -> torch.Tensor:
+        """The pairwise session vector s_p (B, d) from the fused local and global views."""
+        return self._encode(batch, False)[0]
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Scores (B, n_items) of s_p against the layer-0 embeddings; stashes both views when training."""
-        s_p = self.session_embedding(batch)
-        self._views = None
-        if self.use_cl and self.training:
-            s_h = self.high_order_session(batch.seq, batch.mask)
-            self._views = (s_p, s_h)
+        s_p, s_h = self._encode(batch, self.use_cl and self.training)
+        self._views = None if s_h is None else (s_p, s_h)
         scores = s_p @ self.embedding.weight.t()
         scores[:, 0] = float("-inf")
         return scores

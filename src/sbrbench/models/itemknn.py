@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
 from sbrbench.models.base import Model, register_model
+from sbrbench.models.search import FloatRange
 
 if TYPE_CHECKING:
     from sbrbench.batching import Batch
@@ -29,6 +30,7 @@ class ItemKNN(Model):
 
     Params: ClassVar[type] = ItemKNNParams
     neural: ClassVar[bool] = False
+    search_space: ClassVar[dict[str, Any]] = {"shrink": FloatRange(0.0, 100.0)}
 
     def __init__(self, n_items: int, params: ItemKNNParams | None = None) -> None:
         super().__init__(n_items, params)

@@ -1,6 +1,8 @@
 """Shared neural building blocks: SR-GNN's gated graph cell and soft-attention readout; GCE-GNN's
-four-relation session graph, relational graph attention, session-aware neighbour aggregator,
-reversed-position readout and neighbour sampling (also used by CM-GNN).
+four-relation session graph, relational graph attention, session-aware neighbour aggregator (and
+`aggregate_neighbour_tree`, its layer-by-layer loop over the sampled-neighbour trees with the first
+layer's attention computed once per distinct (session, item)), reversed-position readout and
+neighbour sampling (also used by CM-GNN).
 
 Initialisation: every layer initialises itself. Its `reset_parameters()` (re-)initialises all of
 its parameters: PyTorch sub-modules with PyTorch's defaults, its own `nn.Parameter`s as the
@@ -14,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -261,7 +264,10 @@ class SessionAwareNeighbourAggregator(nn.Module):
         \pi_n = \mathrm{softmax}_n\big(w_2^\top \mathrm{LeakyReLU}_{0.2}(W_1 [s \odot h_n; w_n])\big),
         \quad h' = \mathrm{act}\big(W_3\, \mathrm{dropout}([h; \textstyle\sum_n \pi_n h_n])\big)
 
-    With `attention=False` the neighbours are averaged instead (no `W_1`, `w_2`).
+    With `attention=False` the neighbours are averaged instead (no `W_1`, `w_2`). `forward` is
+    `combine(self, pool(neighbours, weights, keys(session, neighbours)))`; the three steps are
+    public so that `aggregate_neighbour_tree` can compute the attention once per distinct
+    (session, item) instead of once per tree slot.
 
     Shapes:
         self_vectors (T, M, d); neighbours (T, M, S, d); weights (T, M, S); session (T, d) → (T, M, d).
@@ -281,19 +287,136 @@ class SessionAwareNeighbourAggregator(nn.Module):
         """`W_1`, `w_2`, `W_3` U(±1/sqrt(d)), as the official code."""
         uniform_(self.dim, self.w_1, self.w_2, self.w_3)
 
+    @property
+    def attention(self) -> bool:
+        """Whether the neighbours are weighted by session-aware attention (else averaged)."""
+        return self.w_1 is not None and self.w_2 is not None
+
+    def keys(self, session: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        """The session part of the attention input, `(s ⊙ h_n) W_1[:d]` (`session` broadcast to `neighbours`)."""
+        assert self.w_1 is not None
+        return torch.matmul(session * neighbours, self.w_1[: self.dim])
+
+    def pool(self, neighbours: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor | None) -> torch.Tensor:
+        """`Σ_n π_n h_n` over the last-but-one axis of `neighbours` (..., S, d); `keys` from `keys()`."""
+        if self.w_1 is not None and self.w_2 is not None:
+            assert keys is not None
+            x = keys + weights.unsqueeze(-1) * self.w_1[self.dim]
+            pi = torch.softmax(torch.matmul(F.leaky_relu(x, 0.2), self.w_2).squeeze(-1), dim=-1)
+            return (pi.unsqueeze(-1) * neighbours).sum(-2)
+        return neighbours.mean(-2)
+
+    def combine(self, self_vectors: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """`act(W_3 dropout([h; pooled]))`."""
+        out = F.dropout(torch.cat([self_vectors, pooled], -1), self.dropout, training=self.training)
+        return self.act(torch.matmul(out, self.w_3))
+
     def forward(
         self, self_vectors: torch.Tensor, neighbours: torch.Tensor, weights: torch.Tensor, session: torch.Tensor
     ) -> torch.Tensor:
         """One aggregation of every entity's neighbours."""
-        if self.w_1 is not None and self.w_2 is not None:
-            s = session.view(session.shape[0], 1, 1, self.dim)
-            x = torch.matmul(s * neighbours, self.w_1[: self.dim]) + weights.unsqueeze(-1) * self.w_1[self.dim]
-            pi = torch.softmax(torch.matmul(F.leaky_relu(x, 0.2), self.w_2).squeeze(-1), dim=-1)
-            agg = (pi.unsqueeze(-1) * neighbours).sum(-2)
+        keys = None
+        if self.attention:
+            keys = self.keys(session.view(session.shape[0], 1, 1, self.dim), neighbours)
+        return self.combine(self_vectors, self.pool(neighbours, weights, keys))
+
+
+@dataclass
+class NeighbourTree:
+    """The sampled-neighbour trees of a batch's session nodes, with their first layer deduplicated.
+
+    Built by `NeighbourTree.build`; consumed by `aggregate_neighbour_tree`. Depth h holds
+    `K**h` entities per root (K neighbours per item). The first aggregation layer's pooled
+    neighbour vector of an entity depends only on (its session, its item), so it is computed once
+    per distinct such *pair*; the attention keys `(s ⊙ h_n) W_1` once per distinct (session,
+    neighbour item) *key*. Everything else (the self vectors, dropout, `W_3`, later layers) stays
+    per tree slot, exactly as GCE-GNN's layer-by-layer loop.
+
+    Shapes (T roots, P pairs, Q keys):
+        root_session (T,); ids[h] (T, K**h) item ids, h = 0..layers-1; weights[h] (T, K**h, K),
+        h = 0..layers-2; pair_of[h] (T, K**h); pair_session (P,), pair_neighbours (P, K),
+        pair_weights (P, K); key_session (Q,), key_items (Q,), key_of (P, K).
+    """
+
+    root_session: torch.Tensor
+    ids: list[torch.Tensor]
+    weights: list[torch.Tensor]
+    pair_of: list[torch.Tensor]
+    pair_session: torch.Tensor
+    pair_neighbours: torch.Tensor
+    pair_weights: torch.Tensor
+    key_session: torch.Tensor
+    key_items: torch.Tensor
+    key_of: torch.Tensor
+
+    @classmethod
+    def build(
+        cls, roots: torch.Tensor, root_session: torch.Tensor, nbr_items: torch.Tensor, nbr_weights: torch.Tensor,
+        layers: int, keys: bool = True,
+    ) -> NeighbourTree:
+        """The trees of `roots` (T,) item ids, root t in session `root_session[t]`, `layers` deep.
+
+        `nbr_items`, `nbr_weights` (n_items, K): each item's sampled neighbours and their weights.
+        `keys=False` (averaging aggregators) skips the key deduplication.
+        """
+        n, k = nbr_items.shape
+        t = roots.shape[0]
+        ids = [roots.view(t, 1)]
+        weights = []
+        for h in range(layers - 1):
+            weights.append(nbr_weights[ids[h]].view(t, -1, k))
+            ids.append(nbr_items[ids[h]].view(t, -1))
+        owner = root_session.view(t, 1) * n
+        pairs, inverse = torch.unique(torch.cat([(owner + i).view(-1) for i in ids]), return_inverse=True)
+        pair_of = [p.view(t, -1) for p in inverse.split([i.numel() for i in ids])]
+        pair_session, pair_items = pairs // n, pairs % n
+        pair_neighbours = nbr_items[pair_items]
+        pair_weights = nbr_weights[pair_items]
+        if keys:
+            key_codes, key_of = torch.unique(pair_session.unsqueeze(1) * n + pair_neighbours, return_inverse=True)
+            key_session, key_items = key_codes // n, key_codes % n
         else:
-            agg = neighbours.mean(-2)
-        out = F.dropout(torch.cat([self_vectors, agg], -1), self.dropout, training=self.training)
-        return self.act(torch.matmul(out, self.w_3))
+            key_session = key_items = key_of = roots.new_zeros(0)
+        return cls(root_session, ids, weights, pair_of, pair_session, pair_neighbours, pair_weights,
+                   key_session, key_items, key_of)
+
+    def items(self) -> torch.Tensor:
+        """Every item id whose embedding the aggregation reads (with repeats), flat."""
+        return torch.cat([i.reshape(-1) for i in self.ids] + [self.pair_neighbours.reshape(-1), self.key_items])
+
+
+def aggregate_neighbour_tree(
+    aggregators: Sequence[SessionAwareNeighbourAggregator],
+    tree: NeighbourTree,
+    lookup: Callable[[torch.Tensor], torch.Tensor],
+    session: torch.Tensor,
+) -> torch.Tensor:
+    """GCE-GNN's layer-by-layer global aggregation of the trees' roots (T, d), deduplicated.
+
+    Equal to the official loop (`for layer: vectors = [agg_layer(vectors[h], vectors[h + 1], ...)
+    for h in range(hop - layer)]` over per-slot embeddings) in values and gradients, and it draws
+    the same dropout masks in the same order; the first layer's attention runs once per distinct
+    (session, item) and its keys once per distinct (session, neighbour), which on Diginetica's
+    2-layer, 12-neighbour trees cuts the dominant (144 leaves per node) matrix product about 4x.
+    `lookup(ids)` gives the embeddings of item ids (any shape → shape + (d,)); `session` (B, d)
+    holds the session vectors that `tree.root_session` indexes.
+    """
+    first = aggregators[0]
+    k = tree.pair_neighbours.shape[1]
+    keys = None
+    if first.attention:
+        keys = first.keys(session[tree.key_session], lookup(tree.key_items))[tree.key_of]
+    pooled = first.pool(lookup(tree.pair_neighbours), tree.pair_weights, keys)
+    vectors = [first.combine(lookup(i), pooled[p]) for i, p in zip(tree.ids, tree.pair_of)]
+    root_session = session[tree.root_session]
+    t, dim = root_session.shape
+    for layer in range(1, len(aggregators)):
+        agg = aggregators[layer]
+        vectors = [
+            agg(vectors[h], vectors[h + 1].view(t, -1, k, dim), tree.weights[h], root_session)
+            for h in range(len(aggregators) - layer)
+        ]
+    return vectors[0].view(t, dim)
 
 
 class ReversedPositionReadout(nn.Module):

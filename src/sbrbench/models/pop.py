@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
 from sbrbench.errors import SbrError
 from sbrbench.models.base import Model, register_model
+from sbrbench.models.search import Choice
 
 if TYPE_CHECKING:
     from sbrbench.batching import Batch
@@ -42,6 +43,7 @@ class Pop(Model):
 
     Params: ClassVar[type] = PopParams
     neural: ClassVar[bool] = False
+    search_space: ClassVar[dict[str, Any]] = {"count": Choice("clicks", "sessions")}
 
     def __init__(self, n_items: int, params: PopParams | None = None) -> None:
         super().__init__(n_items, params)

@@ -25,6 +25,7 @@ import numpy as np
 from sbrbench.errors import SbrError
 from sbrbench.models import knn_common as kc
 from sbrbench.models.base import Model, register_model
+from sbrbench.models.search import Choice, IntRange
 
 if TYPE_CHECKING:
     from sbrbench.batching import Batch
@@ -168,6 +169,11 @@ class SKNN(_KNNBase):
     """SKNN (session-rec ContextKNN): top-k sessions by set similarity vote for their items."""
 
     Params: ClassVar[type] = SKNNParams
+    # session-rec's tuning ranges (Ludewig et al. 2021), k on a log scale
+    search_space: ClassVar[dict[str, Any]] = {
+        "k": IntRange(20, 1500, log=True), "sample_size": Choice(500, 1000, 2500, 5000, 10000),
+        "similarity": Choice("jaccard", "cosine", "binary", "tanimoto"),
+    }
     dataset_defaults: ClassVar[dict[str, dict[str, Any]]] = {
         # session-rec conf/save: diginetica single split; rsc15_64 single split (cosine = theirs,
         # rank-equivalent to the correct cosine)
@@ -250,6 +256,12 @@ class VSKNN(_KNNBase):
     """V-SKNN (session-rec VMContextKNN): position-weighted SKNN with decay and optional idf."""
 
     Params: ClassVar[type] = VSKNNParams
+    search_space: ClassVar[dict[str, Any]] = {
+        "k": IntRange(20, 1500, log=True), "sample_size": Choice(500, 1000, 2500, 5000, 10000),
+        "weighting": Choice("same", "div", "linear", "quadratic", "log"),
+        "weighting_score": Choice("same", "div", "linear", "quadratic", "log"),
+        "idf_weighting": Choice(0.0, 1.0, 2.0, 5.0, 10.0),
+    }
     dataset_defaults: ClassVar[dict[str, dict[str, Any]]] = {
         # session-rec conf/save diginetica single split (weighting_score linear: correct form here;
         # use linear_sessionrec to reproduce session-rec), rsc15_64 single split, rsc15 window

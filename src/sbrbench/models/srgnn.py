@@ -20,6 +20,7 @@ from torch import nn
 
 from sbrbench.models.base import Model, dropped, register_model
 from sbrbench.models.layers import GatedGraphCell, SoftAttentionReadout, overwritten_init, uniform_init_
+from sbrbench.models.search import Choice, FloatRange, IntRange
 
 if TYPE_CHECKING:
     from sbrbench.batching import Batch
@@ -48,6 +49,10 @@ class SRGNN(Model):
     paper_compatible: ClassVar[dict[str, Any]] = {"stopping": "official"}  # its main.py's HR-or-MRR rule
     component_aliases: ClassVar[dict[str, str]] = {"global": "attention"}  # its name before GCE-GNN's graph
     needs_graph: ClassVar[bool] = True
+    search_space: ClassVar[dict[str, Any]] = {
+        "lr": FloatRange(1e-4, 1e-2, log=True), "l2": FloatRange(1e-7, 1e-3, log=True),
+        "dim": Choice(50, 100, 150), "step": IntRange(1, 3),
+    }
 
     def __init__(self, n_items: int, params: SRGNNParams | None = None) -> None:
         super().__init__(n_items, params)

@@ -25,6 +25,7 @@ import numpy as np
 
 from sbrbench.models import knn_common as kc
 from sbrbench.models.base import register_model
+from sbrbench.models.search import Choice, FloatRange, IntRange
 from sbrbench.models.sknn import _KNNBase, _member
 
 ANCHORS = ("code", "paper")
@@ -52,6 +53,12 @@ class STAN(_KNNBase):
     """STAN: sequence- and time-aware session kNN (position, recency and in-neighbour decays)."""
 
     Params: ClassVar[type] = STANParams
+    # session-rec's tuning ranges (Ludewig et al. 2021) as continuous log-scale ranges
+    search_space: ClassVar[dict[str, Any]] = {
+        "k": IntRange(50, 2000, log=True), "sample_size": Choice(1000, 2500, 5000, 10000),
+        "lambda_spw": FloatRange(1e-5, 7.24, log=True), "lambda_snh": FloatRange(2.5, 100.0, log=True),
+        "lambda_inh": FloatRange(1e-5, 7.24, log=True),
+    }
     dataset_defaults: ClassVar[dict[str, dict[str, Any]]] = {
         # session-rec conf/save: diginetica single split (MRR-optimised); rsc15 window (MRR-opt.)
         "diginetica": {"k": 500, "sample_size": 5000, "lambda_spw": 1.25, "lambda_snh": 80.0,
@@ -160,6 +167,10 @@ class VSTAN(STAN):
     """V-STAN: STAN plus V-SKNN's match-position decay and idf weighting of the items."""
 
     Params: ClassVar[type] = VSTANParams
+    search_space: ClassVar[dict[str, Any]] = {
+        **STAN.search_space, "lambda_ipw": FloatRange(1e-5, 10.0, log=True),
+        "lambda_idf": Choice(0.0, 1.0, 2.0, 5.0, 10.0),
+    }
     dataset_defaults: ClassVar[dict[str, dict[str, Any]]] = {
         # session-rec conf/save diginetica single split (MRR-optimised)
         "diginetica": {"k": 1500, "sample_size": 5000, "lambda_spw": 1.25, "lambda_snh": 100.0,

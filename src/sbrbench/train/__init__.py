@@ -1,7 +1,8 @@
 """Training: `train(...)` runs one model on one dataset and writes a run record.
 
 * neural models: Adam (weight decay = L2), StepLR decay (after or at the start of each epoch),
-  early stopping with `patience` on the selection metric (default MRR@20 on the validation split),
+  early stopping with `patience` on the selection metric (default MRR@20 on the validation split,
+  or the protocol's: `dataset.info["selection_metric"]`, e.g. ComiRec's Recall@50),
   the best weights restored before the final evaluation; a checkpoint after every epoch, so
   `resume` continues to exactly the result of an uninterrupted run; Ctrl-C or SIGTERM leaves the
   last epoch's checkpoint and a record with status "interrupted"; a NaN/inf loss stops with a
@@ -47,7 +48,7 @@ def _selection(metric: str, ks: tuple[int, ...]) -> tuple[str, list[int]]:
 
 def new_config(
     model: str, ds: ProcessedDataset, ds_dir: Path | None, *, data_dir: str | Path | None,
-    overrides: dict[str, Any] | None, seed: int, select_on: str, metric: str, device: str,
+    overrides: dict[str, Any] | None, seed: int, select_on: str, metric: str | None, device: str,
     threads: int | None, max_train_examples: int | None, ks: tuple[int, ...],
 ) -> RunConfig:
     """The typed configuration of a new run (defaults < dataset defaults < `overrides`)."""
@@ -58,7 +59,9 @@ def new_config(
     if select_on == "test":  # the official code's habits, below the user's own settings
         overrides = {**MODELS.get(model).paper_compatible, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     mc = resolve_config(model, ds.name, overrides)
-    key, kk = _selection(metric, tuple(ks))
+    # the protocol's selection metric and cut-offs (ComiRec: Recall@50, K = 20 and 50) unless asked
+    metric = metric or str(ds.info.get("selection_metric") or "MRR@20")
+    key, kk = _selection(metric, tuple(ks) + tuple(int(k) for k in ds.info.get("ks") or ()))
     return RunConfig(
         model=mc.model, dataset=ds.name, protocol=ds.protocol, seed=int(seed), select_on=select_on,
         metric=key, hparams=mc.params_dict(), train=mc.train, ks=kk, device=device, threads=threads,
@@ -78,7 +81,7 @@ def train(
     overrides: dict[str, Any] | None = None,
     seed: int = 42,
     select_on: str = "valid",
-    metric: str = "MRR@20",
+    metric: str | None = None,
     device: str = "cpu",
     threads: int | None = None,
     precision: str = "fp32",

@@ -22,10 +22,12 @@ from sbrbench.config import RunConfig
 from sbrbench.device import autocast
 from sbrbench.errors import SbrError
 from sbrbench.evaluate import evaluation_source, score_examples
+from sbrbench.metrics import metric_definitions
 from sbrbench.optim import make_optimizer
 from sbrbench.results import RunDir, build_model
 from sbrbench.train.callbacks import SILENT, TrainingCallback, TrainingStart
 from sbrbench.train.checkpoint import Checkpointer, TrainingProgress
+from sbrbench.train.extras import RunExtras
 from sbrbench.train.stopping import EarlyStopping
 
 if TYPE_CHECKING:
@@ -60,8 +62,14 @@ class Trainer:
                 "or use --select-on test (paper-compatible, selects on the test set)"
             )
         self.model = build_model(cfg, ds, ds_dir, self.device)
+        self.extras = RunExtras(self.model, ds, cfg, run)  # ties, length buckets, cost, leak check
+        if self.model.neural:
+            self.extras.check_structures()  # a structure holding held-out pairs stops the run here
         self.items = item_tensor(ds, self.device)
         self.progress = TrainingProgress()
+        # built here so that a model refusing the run's options (a one-line error) leaves no run behind
+        self.optimizer = (self.model.configure_optimizer(cfg.train.lr, cfg.train.l2)
+                          or make_optimizer(self.model, cfg.train.lr, cfg.train.l2)) if self.model.neural else None
 
     # ---- pieces --------------------------------------------------------------------------------
     def fit_source(self) -> BatchSource:
@@ -82,6 +90,7 @@ class Trainer:
         model, cb = self.model, self.callback
         bs = int(self.cfg.train.batch_size)
         model.train()
+        model.on_epoch_start(epoch)
         gen = torch.Generator().manual_seed(int(self.cfg.seed) * 1_000_003 + epoch)
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         seen = 0
@@ -120,6 +129,7 @@ class Trainer:
             t0 = time.perf_counter()
             self.model.fit(self.ds, tuple(self.cfg.fit_splits))
             self.progress.train_seconds = time.perf_counter() - t0
+            self.extras.check_structures()
             return self._evaluate_and_finish(None)
         return self._train(resumed)
 
@@ -127,7 +137,7 @@ class Trainer:
         import torch
 
         tcfg, model, cb = self.cfg.train, self.model, self.callback
-        optimizer = make_optimizer(model, tcfg.lr, tcfg.l2)
+        optimizer = self.optimizer
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tcfg.lr_dc_step, gamma=tcfg.lr_dc)
         stopping = EarlyStopping(tcfg.patience, self.cfg.metric, tcfg.stopping)
         ckpt = Checkpointer(self.run)
@@ -198,6 +208,7 @@ class Trainer:
             col = self.score_split(split)
             out[split] = col.metrics(tuple(self.cfg.ks))
             self.run.save_ranks(split, col.ranks())
+            self.extras.add_split(split, col, time.perf_counter() - t0)
             self.progress.eval_seconds += time.perf_counter() - t0
         return self._finish("complete", best_epoch, out)
 
@@ -220,6 +231,7 @@ class Trainer:
             "train_seconds": round(self.progress.train_seconds, 3),
             "eval_seconds": round(self.progress.eval_seconds, 3),
             "dataset_checksum": self.checksum,
+            "metric_definitions": metric_definitions(self.ds.info.get("rank_options")),  # what the numbers mean
             "device": self.device,
             "threads": c.threads,
             "precision": c.precision,
@@ -227,6 +239,7 @@ class Trainer:
             "train": dataclasses.asdict(c.train) if self.model.neural else {},
             "fit_info": getattr(self.model, "fit_info", None),
             **({"paper_best": self.paper_best()} if c.select_on == "test" and self.progress.history else {}),
+            **self.extras.fields(self.progress.train_seconds, self.progress.eval_seconds, self.progress.history),
         }
 
     def paper_best(self) -> dict[str, dict[str, Any]]:

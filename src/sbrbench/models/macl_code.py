@@ -1,0 +1,248 @@
+r"""`macl-code`: MACL as the released code computes it (Zhang-xiaokun/MACL b9f58f5, `model.py` for
+Cellphones / Grocery, `modelSingle.py` for Instacart; models-next.md §2.4, §2.8).
+
+Kept from the release, quirks included:
+
+* **the feature overwrite** (§2.8-1): the code copies its PCA feature files into six embedding
+  tables and then re-initialises every parameter, those tables included, to U(±1/√d); the
+  "modality views" are therefore random trainable tables and no feature file is needed — this
+  variant runs on the shipped ID-only pickles;
+* item-level CL over **all N items at every step**; each item's view drawn uniformly; 50
+  negatives (Instacart 100) drawn uniformly *with replacement* from rows 0..N−1 of the
+  zero-prepended table (row 0 is a zero vector, the last item is never drawn, the anchor may be
+  its own negative), projected in the positive's view; the text-only code projects view k's
+  negatives with projector k instead of k+1 (§2.8-12, `negative_projector_quirk`);
+* session-level CL whose negatives are **all B sessions of the batch** in the anchor's view, the
+  anchor's own positive included (the code broadcasts, so it needs B = num_sess_negatives: here
+  the batch is the negative set for any B);
+* the loss with **log10**, no positive in the denominator, and the adaptive λ = softmax over the
+  anchors multiplying **the positive term only**:
+  L = Σ_a log10 Σ_j exp(cos(a, n_j)/τ) − Σ_a λ_a log10 exp(cos(a, p_a)/τ), cos with +1e-12 in its
+  denominator, λ from MLP_adp over dropout([a ‖ p ‖ mean_j n_j]) (the input dropout is the
+  attention dropout module, 0.5 / 0.2); sums, not means; τ = 1; CE + 0.01·L_item + 0.01·L_sess;
+* **dropout only in the first epoch** (§2.8-2: `train_test` calls `model.eval()` and never
+  `model.train()`), via `on_epoch_start` (`dropout_first_epoch_only=false` to switch it off);
+* no weight decay (`--l2` is parsed but unused), Adam 1e-3, no learning-rate decay, batch 50
+  (Instacart 100), 100 epochs; one sample per session (the `macl` protocol's data).
+
+Evaluation is sbrbench's: every test example once (the code's last, overlapping batch counts up
+to B−1 examples twice), full catalogue, session items *not* masked, ties pessimistic (the code's
+`argsort` breaks them by index; float scores have none in practice); `--select-on test` gives the
+code's "best of each metric over all epochs on the test set" (`paper_best`) and trains every epoch
+(`patience=0`). Parameters the code creates but never uses (`HyperConv`, `LayerNorm`, `gate_w3`,
+`adp_*`, Instacart's position tables) are left out: they change no output, only which numbers
+the global RNG hands to the others at initialisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sbrbench.errors import SbrError
+from sbrbench.models.base import register_model
+from sbrbench.models.layers import overwritten_init, uniform_init_
+from sbrbench.models.macl import (
+    LN10,
+    GatedFusion,
+    LastQueryAttention,
+    MACLBase,
+    TanhMLP,
+    adaptive_mlp,
+    with_zero_row,
+)
+
+if TYPE_CHECKING:
+    from sbrbench.batching import Batch
+
+EPS = 1e-12  # the code's cosine denominator term
+
+
+@dataclass
+class MACLCodeParams:
+    """Released-code settings (`main.py`; Instacart's `mainSingle.py` through per-dataset defaults)."""
+
+    dim: int = 100
+    heads: int = 4
+    attn_dropout: float = 0.5  # also the adaptive MLP's input dropout (the code's `self.dropout`)
+    dropout: float = 0.5  # merger, projectors, adaptive MLP layers
+    alpha: float = 0.01
+    beta: float = 0.01
+    tau: float = 1.0
+    item_negatives: int = 50
+    image: bool = True  # main.py: image + text (6 views); false: modelSingle.py, text only (3 views)
+    views_per_modality: int = 3
+    dropout_first_epoch_only: bool = True
+    negative_projector_quirk: bool = True  # text-only code: view k's negatives through projector k
+
+
+@dataclass
+class Draws:
+    """The random choices of one contrastive step (the code draws them with the global RNG)."""
+
+    item_views: torch.Tensor  # (N,) view of each item's positive, 0..V-1
+    item_negatives: torch.Tensor  # (N, K) rows 0..N-1 of the zero-prepended view tables
+    sess_views: torch.Tensor  # (B,) view of each session's positive
+
+
+def released_contrast(anchor: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor, lam: torch.Tensor,
+                      tau: float) -> torch.Tensor:
+    r"""The released loss: Σ_a log10 Σ_j exp(cos(a, n_aj)/τ) − Σ_a λ_a·log10 exp(cos(a, p_a)/τ).
+
+    anchor, pos (A, d); negs (A, K, d); lam (A,) (softmax over the anchors in the code).
+    cos(x, y) = x·y / (|x||y| + 1e-12).
+    """
+    cos_p = (anchor * pos).sum(-1) / (anchor.norm(dim=-1) * pos.norm(dim=-1) + EPS)
+    cos_n = (anchor.unsqueeze(1) * negs).sum(-1) / (anchor.norm(dim=-1).unsqueeze(1) * negs.norm(dim=-1) + EPS)
+    return released_loss(cos_p, cos_n, lam, tau)
+
+
+def released_loss(cos_p: torch.Tensor, cos_n: torch.Tensor, lam: torch.Tensor, tau: float) -> torch.Tensor:
+    """`released_contrast` from the cosines: cos_p (A,), cos_n (A, K), lam (A,)."""
+    pos_term = (lam * (cos_p / tau) / LN10).sum()
+    neg_term = (torch.log(torch.exp(cos_n / tau).sum(1)) / LN10).sum()
+    return neg_term - pos_term
+
+
+@register_model("macl-code")
+class MACLCode(MACLBase):
+    """MACL as released: random trainable modality tables (the features are overwritten), item CL
+    over all items, batch negatives, log10 loss with λ on the positive term, dropout in epoch 1 only."""
+
+    Params: ClassVar[type] = MACLCodeParams
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "epochs": 100, "batch_size": 50, "lr": 1e-3, "l2": 0.0, "lr_dc": 1.0, "patience": 10,
+    }
+    dataset_defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "macl-instacart": {"image": False, "attn_dropout": 0.2, "batch_size": 100, "item_negatives": 100},
+    }
+    paper_compatible: ClassVar[dict[str, Any]] = {"patience": 0}  # the code trains every epoch
+
+    def __init__(self, n_items: int, params: MACLCodeParams | None = None) -> None:
+        super().__init__(n_items, params)
+        p: MACLCodeParams = self.params
+        if p.dim % p.heads:
+            raise SbrError(f"{self.name} needs dim divisible by heads, got dim={p.dim}, heads={p.heads}")
+        for key in ("attn_dropout", "dropout"):
+            if not 0.0 <= getattr(p, key) < 1.0:
+                raise SbrError(f"{self.name} hyper-parameter {key!r} must be in [0, 1), got {getattr(p, key)}")
+        if p.item_negatives < 1 or p.views_per_modality < 1 or p.tau <= 0:
+            raise SbrError(f"{self.name} needs item_negatives >= 1, views_per_modality >= 1 and tau > 0")
+        if self.n_items < 3:
+            raise SbrError(f"{self.name} needs at least 2 items")
+        d, n = p.dim, self.n_items - 1
+        self.modalities = (["image"] if p.image else []) + ["text"]
+        self.view_modality = [m for m in self.modalities for _ in range(p.views_per_modality)]
+        n_views = len(self.view_modality)
+        with overwritten_init():  # init_parameters(): every parameter U(±1/√d), the feature tables included
+            self.id_emb = nn.Parameter(torch.empty(n, d))
+            for k in range(n_views):
+                setattr(self, f"view{k}", nn.Parameter(torch.empty(n, d)))
+            self.fusion = GatedFusion(d, len(self.modalities))
+            self.encoder = LastQueryAttention(d, p.heads)
+            self.item_proj = nn.ModuleList(TanhMLP([d, d]) for _ in range(n_views + 1))
+            self.sess_proj = nn.ModuleList(TanhMLP([d, d]) for _ in range(n_views + 1))
+            self.item_adp = adaptive_mlp(d)
+            self.sess_adp = adaptive_mlp(d)
+        self.reset_parameters()
+        self._epoch = 0
+        self.fit_info: dict[str, Any] = {"features": {"used": False, "why": "the released code re-initialises the "
+                                                      "feature tables it loads (models-next.md §2.8-1)"},
+                                         "views": self.view_modality}
+
+    def reset_parameters(self) -> None:
+        """Every parameter ~ U(-1/sqrt(dim), 1/sqrt(dim)) (`init_parameters`)."""
+        uniform_init_(self, self.params.dim)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """The code leaves the model in eval mode after its first test: dropout in epoch 0 only."""
+        self._epoch = int(epoch)
+
+    @property
+    def dropout_active(self) -> bool:
+        return self.training and (self._epoch == 0 or not self.params.dropout_first_epoch_only)
+
+    # ---- one training step -------------------------------------------------------------------------
+    def draw(self, batch_size: int, device: torch.device | str) -> Draws:
+        """The step's random choices, from the global RNG as the code's `torch.randint` calls."""
+        p: MACLCodeParams = self.params
+        n, v = self.n_items - 1, len(self.view_modality)
+        return Draws(item_views=torch.randint(v, (n,), device=device),
+                     item_negatives=torch.randint(n, (n, p.item_negatives), device=device),
+                     sess_views=torch.randint(v, (batch_size,), device=device))
+
+    def training_loss(self, batch: Batch, draws: Draws | None = None) -> torch.Tensor:
+        """CE + α·L_item + β·L_sess as `SemanticContrast.forward` and `train_test` compute them."""
+        p: MACLCodeParams = self.params
+        draws = draws if draws is not None else self.draw(batch.seq.shape[0], batch.seq.device)
+        views = self.view_tables()
+        items = self.item_table(views)
+        full = with_zero_row(items)
+        sess = self.encoder(full[batch.seq], batch.mask, batch.lengths, self._p(p.attn_dropout))
+        scores = sess @ full.t()
+        scores[:, 0] = float("-inf")
+        loss = F.cross_entropy(scores, batch.targets)
+        return loss + p.alpha * self.item_cl(items, views, draws) + p.beta * self.sess_cl(sess, views, batch, draws)
+
+    def _lambda(self, mlp: TanhMLP, a: torch.Tensor, pos: torch.Tensor, neg_mean: torch.Tensor) -> torch.Tensor:
+        x = F.dropout(torch.cat([a, pos, neg_mean], dim=-1), self._p(self.params.attn_dropout), self.dropout_active)
+        return torch.softmax(mlp(x, self._p(self.params.dropout)).squeeze(-1), dim=0)
+
+    def item_cl(self, items: torch.Tensor, views: list[torch.Tensor], draws: Draws) -> torch.Tensor:
+        """`item_contrastive` + `item_contrast_loss_random` over all N items.
+
+        Each projector is applied to its whole zero-prepended view table once (the same values as
+        the code's projection of every gathered row); dropout, when active, is drawn per gathered
+        row as the code's. The (N, K, d) negatives are gathered in chunks of anchors, and without
+        dropout their norms come from the projected tables, so no (N, K, d) temporary but the
+        gathered rows themselves is made.
+        """
+        p: MACLCodeParams = self.params
+        p_drop = self._p(p.dropout)
+        n, k = items.shape[0], draws.item_negatives.shape[1]
+        tables = [with_zero_row(t) for t in views]
+        pos_tables = torch.stack([torch.tanh(self.item_proj[v + 1].layers[0](t)) for v, t in enumerate(tables)])
+        if not p.image and p.negative_projector_quirk:
+            neg_tables = torch.stack([torch.tanh(self.item_proj[v].layers[0](t)) for v, t in enumerate(tables)])
+        else:
+            neg_tables = pos_tables
+        c = draws.item_views
+        pos = F.dropout(pos_tables[c, torch.arange(1, n + 1, device=items.device)], p_drop, p_drop > 0)
+        anchors = self.item_proj[0](items, p_drop)
+        flat = neg_tables.reshape(-1, neg_tables.shape[-1])
+        idx = c.unsqueeze(1) * neg_tables.shape[1] + draws.item_negatives  # (N, K) rows of `flat`
+        flat_norm = None if p_drop > 0 else flat.norm(dim=-1)
+        dots, norms, means = [], [], []
+        step = max(1, (1 << 22) // max(k * flat.shape[1], 1))  # ~16 MB of gathered rows per chunk
+        for s in range(0, n, step):
+            sel = idx[s : s + step]
+            g = flat.index_select(0, sel.reshape(-1)).view(sel.shape[0], k, -1)
+            if p_drop > 0:
+                g = F.dropout(g, p_drop, True)
+                norms.append(g.norm(dim=-1))
+            else:
+                norms.append(flat_norm[sel])  # type: ignore[index]
+            dots.append(torch.bmm(g, anchors[s : s + step].unsqueeze(2)).squeeze(2))
+            means.append(g.mean(1))
+        a_norm = anchors.norm(dim=-1)
+        cos_n = torch.cat(dots) / (a_norm.unsqueeze(1) * torch.cat(norms) + EPS)
+        cos_p = (anchors * pos).sum(-1) / (a_norm * pos.norm(dim=-1) + EPS)
+        lam = self._lambda(self.item_adp, anchors, pos, torch.cat(means))
+        return released_loss(cos_p, cos_n, lam, p.tau)
+
+    def sess_cl(self, sess: torch.Tensor, views: list[torch.Tensor], batch: Batch, draws: Draws) -> torch.Tensor:
+        """`sess_contrastive` + `sess_contrast_loss_random`: every session of the batch is a negative."""
+        p: MACLCodeParams = self.params
+        p_drop = self._p(p.dropout)
+        anchors = self.sess_proj[0](sess, p_drop)
+        cand = torch.stack([self.sess_proj[k + 1](self.encode(t, batch), p_drop) for k, t in enumerate(views)])
+        rows = cand[draws.sess_views]  # (B, B, d)
+        own = torch.arange(sess.shape[0], device=sess.device)
+        pos = rows[own, own]
+        lam = self._lambda(self.sess_adp, anchors, pos, rows.mean(1))
+        return released_contrast(anchors, pos, rows, lam, p.tau)
+
