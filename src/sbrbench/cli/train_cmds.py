@@ -218,8 +218,10 @@ def ablate(
 @app.command()
 def reproduce(
     table: Annotated[str, typer.Argument(help="Table to reproduce, e.g. srgnn-table2.")],
-    budget: Annotated[str, typer.Option("--budget", help="full (paper settings), reduced (3 epochs for every neural row, full data), small (1 epoch on the top-1000-item subset) or ci.")] = "full",
+    budget: Annotated[str, typer.Option("--budget", help="full (paper settings), reduced (3 epochs for every neural row, full data), long (10 epochs, full data), small (1 epoch on the top-1000-item subset) or ci.")] = "full",
     datasets: Annotated[list[str] | None, typer.Option("--datasets", help="Only these datasets.")] = None,
+    rows: Annotated[list[str] | None, typer.Option(
+        "--rows", help="Train only these rows (labels); other rows are shown when already finished.")] = None,
     select_on: SelectOnOpt = "valid",
     gpu: GpuOpt = None,
     device: DeviceOpt = None,
@@ -255,6 +257,7 @@ def reproduce(
     out = run_reproduce(
         table, budget=budget, datasets=datasets, device=_device(gpu, device), data_dir=data_dir,
         results_dir=results_dir, select_on=select_on, threads=threads, callback=_progress(), seed=seed, seeds=seeds,
+        only_rows=rows,
     )
     if json_out:
         emit_json(out)
