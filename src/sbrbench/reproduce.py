@@ -291,7 +291,7 @@ TABLES.register("mclsr-table2")(
         },
         claims_source={"amazon-toys": "paper Toys (another dataset)",
                        "amazon-beauty": "paper Clothing (same family)", "amazon-sports": "paper Clothing (same family)"},
-        checks=(("mclsr-beta0.1", "pop", "Recall@50", 1.5), ("mclsr", "pop", "Recall@50", 0.0)),
+        checks=(("mclsr-beta0.1", "pop", "Recall@50", 1.5), ("mclsr", "pop", "Recall@50", 1.1)),
         baselines_on_subset=True,
         notes=(
             ("Datasets: the paper's Toys (75,258 users, 64,444 items) is a different, larger Amazon Toys than ours "
@@ -311,8 +311,8 @@ TABLES.register("mclsr-table2")(
              "InfoNCE dominates the first epochs (its gradient does not shrink with the small initial embeddings, "
              "the prediction loss barely moves), so short budgets under-train it; mclsr-beta0.1 is the same model "
              "with β = 0.1, which on amazon-toys' validation split (top 1,000 items, 30 epochs) reached Recall@50 "
-             "34.2 against 27.0 for β = 1. The check that MCLSR learns uses that row; the mclsr / pop ratio is shown "
-             "for information."),
+             "34.2 against 27.0 for β = 1. Both rows are checked to beat POP on Recall@50 (β = 0.1 by at least "
+             "half again, β = 1 by at least a tenth, at the CI budget)."),
         ),
     )
 )
