@@ -6,11 +6,16 @@
 `DIR` is a processed dataset (e.g. full Diginetica: `sbrbench preprocess diginetica`). For each model
 (paper defaults for the dataset, as `sbrbench train` would use them): training steps through the
 Trainer's own `train_epoch` path (`model.training_loss`, backward, clip, Adam) for about `--seconds`
-after a warm-up, then evaluation batches for about the same time, with the device synchronised
-before each clock read. Reports examples/s for both, the epoch time extrapolated to the whole
-training set, peak memory (CUDA: max allocated; CPU: peak RSS of the process so far), and the
-ratio of each model's training throughput to SR-GNN's. Writes `<out>/epoch-<device>.json` and one
-`<out>/<model>-<device>.json` per model.
+after a warm-up, then evaluation for about the same time, with the device synchronised before each
+clock read. Evaluation alternates, over the same spans of test examples, with the forward pass
+alone (no gradient, evaluation mode, batches built outside the clock) at the training batch size,
+so that a change of machine load hits both. Reports examples/s for the three, the epoch time
+extrapolated to the whole training set, peak memory (CUDA: max allocated; CPU: peak RSS of the
+process so far), the ratio of each model's training throughput to SR-GNN's, evaluation's cost
+relative to the forward pass (`eval_cost_vs_forward` over all spans, and the median of the spans'
+ratios; target <= 2) and whether evaluation beats training per example. Writes
+`<out>/epoch-<device>.json` and one `<out>/<model>-<device>.json` per model (one written by another
+benchmark, such as bench_tagnn's `tagnn-cpu.json`, is kept).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -92,27 +98,51 @@ def bench_model(name: str, ds, ds_dir: Path, device: str, seconds: float, precis
     test = evaluation_source(model, ds, "test", device, items=items)
     ebs = mc.train.eval_batch_size
     model.eval()
-    col = RankCollector(device)
+    total = len(test)
+    span = min(total, 4 * ebs)
     with torch.no_grad():
-        it = test.batches(ebs)
-        first = next(it)  # warm-up
-        col.update(model(first).float(), first.targets)
-        _sync(device)
-        m, t0 = 0, time.perf_counter()
-        for b in it:
-            with autocast(device, precision):
-                scores = model(b)
-            col.update(scores.float(), b.targets)
-            m += len(b)
-            if time.perf_counter() - t0 > seconds:
-                break
-        col.ranks()
-        _sync(device)
-        eval_eps = m / (time.perf_counter() - t0)
+        first = test.batch(slice(0, min(ebs, total)))  # warm-up
+        RankCollector(device).update(model(first).float(), first.targets)
+        # evaluation and the forward pass alone alternate over the same spans of test examples, so
+        # that a change of machine load hits both; evaluation builds its batches inside the clock
+        # (as `sbrbench evaluate`), the forward pass at the training batch size outside it
+        m = f = 0
+        eval_s = forward_s = 0.0
+        ratios: list[float] = []
+        start = 0
+        while eval_s < seconds:
+            spans = [slice(i % total, min(i % total + ebs, total)) for i in range(start, start + span, ebs)]
+            start = (start + span) % total
+            col = RankCollector(device)
+            _sync(device)
+            t0 = time.perf_counter()
+            for sl in spans:
+                b = test.batch(sl)
+                with autocast(device, precision):
+                    scores = model(b)
+                col.update(scores.float(), b.targets)
+            col.ranks()
+            _sync(device)
+            e_block = time.perf_counter() - t0
+            batches = [test.batch(slice(i, min(i + bs, sl.stop))) for sl in spans for i in range(sl.start, sl.stop, bs)]
+            _sync(device)
+            t0 = time.perf_counter()
+            for b in batches:
+                with autocast(device, precision):
+                    model(b)
+            _sync(device)
+            f_block = time.perf_counter() - t0
+            n_block = sum(sl.stop - sl.start for sl in spans)
+            m, f, eval_s, forward_s = m + n_block, f + n_block, eval_s + e_block, forward_s + f_block
+            ratios.append(e_block / f_block)
+        eval_eps = m / eval_s
+        forward_eps = f / forward_s
     return {
         "model": name, "device": device, "precision": precision, "batch_size": bs, "eval_batch_size": ebs,
         "train_examples_per_s": round(train_eps, 1), "eval_examples_per_s": round(eval_eps, 1),
-        "train_examples_timed": n, "eval_examples_timed": m,
+        "forward_examples_per_s": round(forward_eps, 1),
+        "eval_cost_vs_forward_median_block": round(statistics.median(ratios), 2), "blocks": len(ratios),
+        "train_examples_timed": n, "eval_examples_timed": m, "forward_examples_timed": f,
         "epoch_seconds_extrapolated": round(len(fit) / train_eps, 1), "peak_memory_mib": round(_peak_mib(device), 1),
     }
 
@@ -146,13 +176,20 @@ def main() -> None:
         if base:
             r["train_vs_srgnn"] = round(r["train_examples_per_s"] / base["train_examples_per_s"], 3)
         r["eval_vs_train_per_example"] = round(r["eval_examples_per_s"] / r["train_examples_per_s"], 2)
+        r["eval_cost_vs_forward"] = round(r["forward_examples_per_s"] / r["eval_examples_per_s"], 2)
+        r["eval_faster_than_training"] = r["eval_examples_per_s"] > r["train_examples_per_s"]
+        r["eval_within_2x_forward"] = r["eval_cost_vs_forward"] <= 2.0
     tag = "cuda" if device.startswith("cuda") else "cpu"
     meta = {"dataset": ds.name, "device": device, "device_name": device_name(device), "threads": threads,
             "load_avg": os.getloadavg(), "host": platform.node(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"epoch-{tag}.json").write_text(json.dumps({**meta, "models": rows}, indent=2) + "\n")
     for r in rows:
-        (args.out / f"{r['model']}-{tag}.json").write_text(json.dumps({**meta, **r}, indent=2) + "\n")
+        path = args.out / f"{r['model']}-{tag}.json"
+        if path.exists() and "train_examples_per_s" not in json.loads(path.read_text()):
+            print(f"kept {path}: another benchmark's result (this run's row is in epoch-{tag}.json)", file=sys.stderr)
+            continue
+        path.write_text(json.dumps({**meta, **r}, indent=2) + "\n")
     print(json.dumps({**meta, "models": rows}, indent=2))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -216,6 +217,7 @@ def main() -> None:
         return json.loads(r.stdout.strip().splitlines()[-1])
 
     out: dict = {"machine": f"{platform.processor() or platform.machine()}, {args.threads} threads",
+                 "load_avg_start": list(os.getloadavg()), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                  "batches": args.batches, "batch_size": args.batch_size, "ours": run("ours")}
     if args.official:
         out["official"] = run("official")
@@ -224,6 +226,7 @@ def main() -> None:
         out["speedup_eval"] = out["ours"]["eval_examples_per_s"] / out["official"]["eval_examples_per_s"]
     else:
         print("no --official PATH given: measuring sbrbench only", file=sys.stderr)
+    out["load_avg_end"] = list(os.getloadavg())
     from sbrbench.io import atomic_write_json
 
     atomic_write_json(args.out, out)

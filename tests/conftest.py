@@ -1,4 +1,4 @@
-"""Shared fixtures: the real benchmark data (through the registry) and processed datasets built once.
+"""Shared fixtures: the real benchmark data (through the registry), processed datasets built once, `one_thread`.
 
 `shared_datasets` is a directory laid out like `../shared/datasets` (the mirror layout): the first of
 
@@ -16,6 +16,7 @@ value, missing data fails those tests instead: CI must run every test.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "device" in metafunc.fixturenames:
         devices = metafunc.config.getoption("device") or ["cpu"]
         metafunc.parametrize("device", devices)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for the test: on a small shared machine a second thread makes small ops spin-wait."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def data_required() -> bool:

@@ -9,7 +9,6 @@ gradients, in training mode with the same dropout draws.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,15 +35,6 @@ from sbrbench.models.layers import (
 )
 from sbrbench.optim import make_optimizer
 from sbrbench.train import train
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """One torch thread: on this shared 2-core machine a second thread makes small ops spin-wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _random_dataset(n_sessions: int = 80, n_items: int = 40, seed: int = 0) -> ProcessedDataset:
@@ -442,3 +432,17 @@ def test_cmgnn_learns_on_real_data_and_beats_spop(diginetica, one_thread: None) 
     assert ours["HR@20"] > base["spop"]["HR@20"] + 0.05, (ours, base)
     assert ours["MRR@20"] > base["spop"]["MRR@20"], (ours, base)
     assert ours["HR@20"] > 5 * base["pop"]["HR@20"], (ours, base)
+
+
+def test_evaluation_in_slices_equals_the_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = _random_dataset()
+    torch.manual_seed(2)
+    model = create_model("cmgnn", ds.n_items, "toy", dim=8, topk=4)
+    model.prepare(ds, ("train",))
+    model.double().eval()
+    batch = ExampleSource.from_dataset(ds, "train", graphs=True).batch(slice(0, 50))
+    with torch.no_grad():
+        monkeypatch.setattr(CMGNN, "eval_slice", 10**6)
+        whole = model(batch)
+        monkeypatch.setattr(CMGNN, "eval_slice", 7)
+        torch.testing.assert_close(model(batch), whole, rtol=1e-10, atol=1e-10)

@@ -9,15 +9,16 @@ model fits, then scores. Models whose defaults are slow on a CPU get smaller set
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
 from sbrbench.batching import ExampleSource
-from sbrbench.data.dataset import ProcessedDataset, augment_all_prefixes, from_sequences
+from sbrbench.data.dataset import ProcessedDataset
 from sbrbench.models import MODELS, create_model, model_info
+from toy_data import random_sessions, split_dataset
 
 #: Applied to every model that has such a hyper-parameter.
 SMALL = {"dim": 8, "heads": 2}
@@ -35,17 +36,9 @@ BATCH = 128  # enough prefixes for every parameter to matter (e.g. a last click 
 
 def tiny_dataset(n_sessions: int = 60, n_items: int = 30, seed: int = 0) -> ProcessedDataset:
     """Random sessions of 2-8 clicks over 29 items (repeats, self-loops), 70/15/15 by session."""
-    rng = np.random.default_rng(seed)
-    sessions = [rng.integers(1, n_items, size=int(rng.integers(2, 9))).tolist() for _ in range(n_sessions)]
-    items, offsets, n = from_sequences("tiny", "t", sessions)
-    idx = np.arange(n_sessions)
-    a, b = int(n_sessions * 0.7), int(n_sessions * 0.85)
-    splits = {
-        "train": augment_all_prefixes(offsets, idx[:a]),
-        "valid": augment_all_prefixes(offsets, idx[a:b]),
-        "test": augment_all_prefixes(offsets, idx[b:]),
-    }
-    return ProcessedDataset("tiny", "t", n, items, offsets, splits, item_text=item_texts(n))
+    ds = split_dataset("tiny", random_sessions(n_sessions, n_items, seed),
+                       (int(n_sessions * 0.7), int(n_sessions * 0.85)))
+    return dataclasses.replace(ds, item_text=item_texts(ds.n_items))
 
 
 def item_texts(n: int) -> list[str]:

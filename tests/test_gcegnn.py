@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +19,6 @@ from sbrbench.models.gcegnn import GCEGNN, reverse_prefixes, sample_neighbours, 
 from sbrbench.evaluate import evaluate_run, score_examples
 from sbrbench.optim import make_optimizer
 from sbrbench.train import train
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """One torch thread: on this shared 2-core machine a second thread makes small ops spin-wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _dataset(sessions: list[list[int]], n_train: int, n_valid: int) -> ProcessedDataset:
@@ -323,3 +313,83 @@ def test_gcegnn_learns_on_real_data_and_beats_spop(diginetica, one_thread: None)
     assert ours["HR@20"] > base["spop"]["HR@20"] + 0.05, (ours, base)
     assert ours["MRR@20"] > base["spop"]["MRR@20"], (ours, base)
     assert ours["HR@20"] > 5 * base["pop"]["HR@20"], (ours, base)
+
+
+def _per_slot_node_representations(
+    model: GCEGNN, mask: torch.Tensor, nodes: torch.Tensor, rev_alias: torch.Tensor
+) -> torch.Tensor:
+    """GCE-GNN's node representations with the official per-slot global loop (sbrbench's form
+    before the neighbour trees were deduplicated): every tree slot gets its own attention."""
+    p = model.params
+    node_mask = nodes > 0
+    b_idx, n_idx = node_mask.nonzero(as_tuple=True)
+    t = b_idx.shape[0]
+    h = model.embedding(nodes)
+    parts = []
+    if model.local_agg is not None:
+        h_local = model.local_agg(h, session_relations(rev_alias, mask, node_mask))
+        parts.append(F.dropout(h_local, p.dropout_local, training=model.training))
+    if model.global_agg is not None:
+        level, entities, weights = nodes[b_idx, n_idx], [], []
+        for _ in range(p.hop):
+            weights.append(model.neighbour_weights[level].view(t, -1))
+            level = model.neighbour_items[level].view(t, -1)
+            entities.append(level)
+        m = mask.to(h.dtype).unsqueeze(-1)
+        clicks = h.gather(1, rev_alias.unsqueeze(2).expand(-1, -1, p.dim))
+        session = ((clicks * m).sum(1) / m.sum(1))[b_idx]
+        vectors = [h[b_idx, n_idx].unsqueeze(1)] + [model.embedding(e) for e in entities]
+        s = p.sample_num
+        for layer in range(p.hop):
+            agg = model.global_agg[layer]
+            vectors = [agg(vectors[k], vectors[k + 1].view(t, -1, s, p.dim), weights[k].view(t, -1, s), session)
+                       for k in range(p.hop - layer)]
+        h_global = torch.zeros_like(h).index_put((b_idx, n_idx), vectors[0].view(t, p.dim))
+        parts.append(F.dropout(h_global, p.dropout_global, training=model.training))
+    return h if not parts else sum(parts[1:], parts[0])
+
+
+@pytest.mark.parametrize(("hop", "drop"), [(1, ""), (2, ""), (3, ""), (2, "gattn"), (2, "local")])
+def test_deduplicated_neighbour_trees_equal_the_per_slot_loop(
+    hop: int, drop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds = _random_dataset(n_sessions=120, n_items=30)
+    torch.manual_seed(3)
+    model = create_model("gcegnn", ds.n_items, "toy", dim=8, hop=hop, drop=drop, sample_num=4, topk=6,
+                         dropout_gcn=0.3, dropout_local=0.2)
+    model.prepare(ds, ("train",))
+    model.double()
+    batch = ExampleSource.from_dataset(ds, "train", graphs=True).batch(slice(0, 60))
+
+    def run(train: bool, reference: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.train(train)
+        model.zero_grad(set_to_none=True)
+        with monkeypatch.context() as m:
+            if reference:
+                m.setattr(model, "node_representations",
+                          lambda *a: _per_slot_node_representations(model, *a))
+            torch.manual_seed(11)
+            scores = model(batch)
+        F.cross_entropy(scores, batch.targets).backward()
+        return scores.detach(), [torch.zeros_like(q) if q.grad is None else q.grad.clone() for q in model.parameters()]
+
+    for train in (False, True):
+        new, new_grads = run(train, False)
+        old, old_grads = run(train, True)
+        torch.testing.assert_close(new, old, rtol=1e-10, atol=1e-10)
+        for g_new, g_old in zip(new_grads, old_grads):
+            torch.testing.assert_close(g_new, g_old, rtol=1e-10, atol=1e-10)
+
+
+def test_evaluation_in_slices_equals_the_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = _random_dataset()
+    torch.manual_seed(2)
+    model = create_model("gcegnn", ds.n_items, "toy", dim=8, hop=2, sample_num=4, topk=6)
+    model.prepare(ds, ("train",))
+    model.double().eval()
+    batch = ExampleSource.from_dataset(ds, "train", graphs=True).batch(slice(0, 50))
+    with torch.no_grad():
+        monkeypatch.setattr(GCEGNN, "eval_slice", 10**6)
+        whole = model(batch)
+        monkeypatch.setattr(GCEGNN, "eval_slice", 7)
+        torch.testing.assert_close(model(batch), whole, rtol=1e-10, atol=1e-10)

@@ -7,31 +7,22 @@ learning on real Diginetica data."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
 
 from sbrbench.batching import ExampleSource, item_tensor, make_batch, pad_prefixes
-from sbrbench.data.dataset import ProcessedDataset, augment_all_prefixes, from_sequences
+from sbrbench.data.dataset import ProcessedDataset
 from sbrbench.data.subset import top_items_subset
 from sbrbench.errors import SbrError
 from sbrbench.evaluate import score_examples
 from sbrbench.models import create_model, resolve_config
 from sbrbench.models.gru4rec import GRU4RecSource, IndexedAdagradM, LaneBatch
+from toy_data import random_sessions, split_dataset
 
 N_ITEMS = 15
 SESSIONS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3, 5, 8, 9, 7], [9, 3], [2, 3, 8, 4], [6, 2, 6], [4, 3, 3, 8, 3, 2],
             [7, 9], [5, 12, 1], [13, 14, 13, 2]]
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def sig(x: np.ndarray) -> np.ndarray:
@@ -310,13 +301,7 @@ def test_trainer_uses_the_models_optimizer_and_session_parallel_batches(tmp_path
     from sbrbench.results import RunDir
     from sbrbench.train import train
 
-    rng = np.random.default_rng(0)
-    sessions = [rng.integers(1, 40, size=int(rng.integers(2, 9))).tolist() for _ in range(300)]
-    items, offsets, _ = from_sequences("toy", "t", sessions, n_items=40)
-    idx = np.arange(300)
-    ds = ProcessedDataset("toy", "t", 40, items, offsets, {
-        "train": augment_all_prefixes(offsets, idx[:220]), "valid": augment_all_prefixes(offsets, idx[220:260]),
-        "test": augment_all_prefixes(offsets, idx[260:])})
+    ds = split_dataset("toy", random_sessions(300, 40, 0), (220, 260), n_items=40)
     ds.save(tmp_path / "toy")
     rec = train("gru4rec", tmp_path / "toy", results_dir=tmp_path / "runs", ks=(5, 20),
                 overrides={"epochs": 2, "layers": "16", "n_sample": 32, "batch_size": 16, "momentum": 0.1})
@@ -385,11 +370,4 @@ def test_learns_on_real_data_and_beats_pop(diginetica, one_thread: None) -> None
 
 
 def _dataset(all_train: bool = False) -> ProcessedDataset:
-    items, offsets, _ = from_sequences("g", "t", SESSIONS, n_items=N_ITEMS)
-    idx = np.arange(len(SESSIONS))
-    if all_train:
-        splits = {"train": augment_all_prefixes(offsets, idx)}
-    else:
-        splits = {"train": augment_all_prefixes(offsets, idx[:7]), "valid": augment_all_prefixes(offsets, idx[7:8]),
-                  "test": augment_all_prefixes(offsets, idx[8:])}
-    return ProcessedDataset("g", "t", N_ITEMS, items, offsets, splits)
+    return split_dataset("g", SESSIONS, None if all_train else (7, 8), n_items=N_ITEMS)

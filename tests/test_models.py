@@ -15,25 +15,18 @@ import torch
 from torch import nn
 
 from sbrbench.batching import ExampleSource
-from sbrbench.data.dataset import ProcessedDataset, augment_all_prefixes, from_sequences
+from sbrbench.data.dataset import ProcessedDataset
 from sbrbench.errors import SbrError
 from sbrbench.models import MODELS, Model, create_model, model_info, resolve_config
 from sbrbench.models import layers
 from sbrbench.models.base import register_variant
 from sbrbench.options import parse_key_values
+from toy_data import random_sessions, split_dataset
 
 
 def small_dataset(n_sessions: int = 60, n_items: int = 30, seed: int = 0) -> ProcessedDataset:
-    rng = np.random.default_rng(seed)
-    sessions = [rng.integers(1, n_items, size=int(rng.integers(2, 9))).tolist() for _ in range(n_sessions)]
-    items, offsets, _ = from_sequences("small", "t", sessions)
-    idx = np.arange(n_sessions)
-    splits = {
-        "train": augment_all_prefixes(offsets, idx[: int(n_sessions * 0.7)]),
-        "valid": augment_all_prefixes(offsets, idx[int(n_sessions * 0.7) : int(n_sessions * 0.85)]),
-        "test": augment_all_prefixes(offsets, idx[int(n_sessions * 0.85) :]),
-    }
-    return ProcessedDataset("small", "t", n_items, items, offsets, splits)
+    return split_dataset("small", random_sessions(n_sessions, n_items, seed),
+                         (int(n_sessions * 0.7), int(n_sessions * 0.85)), n_items=n_items)
 
 
 def test_spop_ranks_session_items_first_then_popularity() -> None:
@@ -51,9 +44,8 @@ def test_spop_ranks_session_items_first_then_popularity() -> None:
 
 def test_itemknn_is_cosine_of_session_cooccurrence() -> None:
     sessions = [[1, 2], [1, 3], [2, 1, 2], [3, 4]]
-    items, offsets, n = from_sequences("k", "t", sessions)
-    ds = ProcessedDataset("k", "t", n, items, offsets, {"train": augment_all_prefixes(offsets, np.arange(4))})
-    model = create_model("itemknn", n)
+    ds = split_dataset("k", sessions)
+    model = create_model("itemknn", ds.n_items)
     model.fit(ds, ("train",))
     sim = model.similarity.toarray()
     # item 1 in sessions {0,1,2}, item 2 in {0,2}, item 3 in {1,3}: co(1,2)=2, co(1,3)=1

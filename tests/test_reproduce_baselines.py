@@ -1,5 +1,5 @@
 """The baseline rows of `reproduce srgnn-table2` and `reproduce tagnnpp-table2`: every published
-row is a registered model (DGTN said to be missing), the published figures are looked up under the
+row is a registered model, the published figures are looked up under the
 registry names, and per-budget row overrides (CI-sized settings of costly rows) reach the plan."""
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ def test_tables_have_every_published_row() -> None:
     assert srgnn == ["pop", "spop", "itemknn", "bpr-mf", "fpmc", "gru4rec", "narm", "stamp", "srgnn"]
     tagnnpp = TABLES.get("tagnnpp-table2")
     labels = [e.label for e in tagnnpp.entries()]
-    assert {"gru4rec", "narm", "stamp", "repeatnet", "csrm", "srgnn", "gcsan", "tagnn", "lessr", "tagnnpp"} <= set(labels)
+    assert {"gru4rec", "narm", "stamp", "repeatnet", "csrm", "srgnn", "gcsan", "tagnn", "lessr", "dgtn",
+            "tagnnpp"} <= set(labels)
     assert all(label in MODELS for label in srgnn + labels)
-    assert any("DGTN" in n and "not reproduced" in n for n in tagnnpp.notes)
+    assert any("DGTN" in n and "dgtn-code" in n for n in tagnnpp.notes)
 
 
 @pytest.mark.parametrize(("table", "dataset", "model", "want"), [
@@ -30,6 +31,8 @@ def test_tables_have_every_published_row() -> None:
     ("tagnnpp-table2", "yoochoose1_64", "csrm", (0.7145, 0.3036)),
     ("tagnnpp-table2", "diginetica", "gcsan", (0.5170, 0.1761)),
     ("tagnnpp-table2", "diginetica", "lessr", (0.5171, 0.1815)),
+    ("tagnnpp-table2", "diginetica", "dgtn", (0.5305, 0.1807)),
+    ("tagnnpp-table2", "yoochoose1_64", "dgtn", (0.7118, 0.3135)),
 ])
 def test_published_figures_use_registry_names(table: str, dataset: str, model: str, want: tuple) -> None:
     got = (lookup(table, dataset, model, "HR@20"), lookup(table, dataset, model, "MRR@20"))
@@ -53,7 +56,7 @@ def test_budget_overrides_reach_only_their_rows_and_budget() -> None:
 @pytest.mark.slow
 def test_tagnnpp_table2_ci_baselines_learn(diginetica, tmp_path, monkeypatch) -> None:
     """`reproduce tagnnpp-table2 --budget ci` (10,000 examples of the 1,000-item slice, one epoch) for
-    its baseline rows — RepeatNet, CSRM, GC-SAN, LESSR, NARM, STAMP; the SR-GNN/TAGNN rows are
+    its baseline rows — RepeatNet, CSRM, GC-SAN, LESSR, DGTN, NARM, STAMP; the SR-GNN/TAGNN rows are
     tested with `tagnnpp-table3` — each clearly above POP fitted and evaluated on the same slice.
     GRU4Rec, NARM, STAMP, BPR-MF and FPMC are checked on `srgnn-table2`'s slice (test_reproduce.py)."""
     import dataclasses
@@ -62,7 +65,7 @@ def test_tagnnpp_table2_ci_baselines_learn(diginetica, tmp_path, monkeypatch) ->
     from sbrbench.reproduce import reproduce
     from sbrbench.train import train
 
-    new = ("narm", "stamp", "repeatnet", "csrm", "gcsan", "lessr")
+    new = ("narm", "stamp", "repeatnet", "csrm", "gcsan", "lessr", "dgtn")
     spec = dataclasses.replace(TABLES.get("tagnnpp-table2"), models=new)
     monkeypatch.setitem(TABLES._items, "tagnnpp-table2", spec)
     diginetica.save(tmp_path / "data" / "processed" / "diginetica" / "srgnn")

@@ -5,6 +5,7 @@ defaults, and learning on real Diginetica data."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from sbrbench.batching import ExampleSource
-from sbrbench.data.dataset import ProcessedDataset, augment_all_prefixes, from_sequences
+from sbrbench.data.dataset import ProcessedDataset
 from sbrbench.errors import SbrError
 import sbrbench.models.tagnn as tagnn_module
 from sbrbench.batching import Batch, pad_prefixes, session_graphs_packed
@@ -25,20 +26,12 @@ from sbrbench.models.tagnn_reference import (
     target_attention_scores_naive,
 )
 from sbrbench.optim import adaptive_grad_clip_
+from toy_data import random_sessions, split_dataset
 
 
 def tiny_dataset(n_sessions: int = 80, n_items: int = 25, seed: int = 3) -> ProcessedDataset:
-    rng = np.random.default_rng(seed)
     # short alphabets so prefixes repeat items (repeated nodes, self-loops)
-    sessions = [rng.integers(1, n_items, size=int(rng.integers(2, 10))).tolist() for _ in range(n_sessions)]
-    items, offsets, _ = from_sequences("tiny", "t", sessions)
-    idx = np.arange(n_sessions)
-    splits = {
-        "train": augment_all_prefixes(offsets, idx[:60]),
-        "valid": augment_all_prefixes(offsets, idx[60:70]),
-        "test": augment_all_prefixes(offsets, idx[70:]),
-    }
-    return ProcessedDataset("tiny", "t", n_items, items, offsets, splits)
+    return split_dataset("tiny", random_sessions(n_sessions, n_items, seed, max_len=9), (60, 70), n_items=n_items)
 
 
 # ---- chunked target attention ----------------------------------------------------------------------
@@ -302,21 +295,33 @@ def _batch_and_prefixes(ds: ProcessedDataset) -> tuple[object, list[list[int]]]:
     return batch, prefixes
 
 
-@pytest.mark.parametrize("extra", [0, 3])
-def test_tagnn_official_padding_equals_the_official_code_padded_to_len_max(extra: int) -> None:
-    ds = tiny_dataset()
+def _against_official(name: str, ds: ProcessedDataset, extra: int,
+                      after_gnn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] | None = None
+                      ) -> tuple[torch.nn.Module, Batch, torch.Tensor, torch.Tensor]:
+    """Model `name` (dim 8, seed 0, eval) padded to the test batch's longest prefix + `extra`, and
+    the official code's scores with the same weights (`after_gnn`: what runs between the GNN and
+    the readout): (model, batch, scores, official scores without column 0)."""
     batch, prefixes = _batch_and_prefixes(ds)
     torch.manual_seed(0)
-    model = create_model("tagnn-code", ds.n_items, dim=8).eval()
+    model = create_model(name, ds.n_items, dim=8).eval()
     len_max = int(batch.lengths.max()) + extra
     model.len_max = len_max
     nodes, a_in, a_out, alias, mask = official_slice(prefixes, len_max)
     with torch.no_grad():
         hidden = model.gnn(a_in, a_out, model.embedding(nodes))
+        if after_gnn is not None:
+            hidden = after_gnn(model, hidden)
         seq_hidden = torch.stack([hidden[i][alias[i]] for i in range(len(alias))])
         expected = official_compute_scores(model, seq_hidden, mask)
         got = model(batch)
-    assert (batch.lengths == len_max).any() == (extra == 0)  # full-length rows covered
+    return model, batch, got, expected
+
+
+@pytest.mark.parametrize("extra", [0, 3])
+def test_tagnn_official_padding_equals_the_official_code_padded_to_len_max(extra: int) -> None:
+    ds = tiny_dataset()
+    model, batch, got, expected = _against_official("tagnn-code", ds, extra)
+    assert (batch.lengths == model.len_max).any() == (extra == 0)  # full-length rows covered
     torch.testing.assert_close(got[:, 1:], expected, rtol=1e-5, atol=1e-5)
     assert torch.isneginf(got[:, 0]).all()
     masked = create_model("tagnn", ds.n_items, dim=8, padding="masked").eval()
@@ -327,21 +332,12 @@ def test_tagnn_official_padding_equals_the_official_code_padded_to_len_max(extra
 
 @pytest.mark.parametrize("extra", [0, 2])
 def test_tagnnpp_released_equals_the_released_code_padded_to_len_max(extra: int) -> None:
-    ds = tiny_dataset(seed=5)
-    batch, prefixes = _batch_and_prefixes(ds)
-    torch.manual_seed(0)
-    model = create_model("tagnnpp-code", ds.n_items, dim=8).eval()
-    len_max = int(batch.lengths.max()) + extra
-    model.len_max = len_max
-    nodes, a_in, a_out, alias, mask = official_slice(prefixes, len_max)
-    with torch.no_grad():
-        hidden = model.gnn(a_in, a_out, model.embedding(nodes))
+    def released_block(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         causal = torch.ones(hidden.shape[1], hidden.shape[1], dtype=torch.bool).triu(1)
         att, _ = model.block.attn(hidden, hidden, hidden, attn_mask=causal)
-        hidden = att + model.block.norm(hidden)
-        seq_hidden = torch.stack([hidden[i][alias[i]] for i in range(len(alias))])
-        expected = official_compute_scores(model, seq_hidden, mask)
-        got = model(batch)
+        return att + model.block.norm(hidden)
+
+    model, _, got, expected = _against_official("tagnnpp-code", tiny_dataset(seed=5), extra, released_block)
     assert model.readout.transform is None  # nonhybrid, as released
     torch.testing.assert_close(got[:, 1:], expected, rtol=1e-5, atol=1e-5)
 

@@ -15,27 +15,15 @@ from sbrbench.data.dataset import ProcessedDataset, augment_all_prefixes, from_s
 from sbrbench.errors import SbrError
 from sbrbench.evaluate import evaluate_run
 from sbrbench.train import TrainingCallback, TrainingDiverged, TrainingInterrupted, train
+from toy_data import chain_sessions, random_sessions, split_dataset
 
 SMALL = {"dim": 8, "epochs": 3, "batch_size": 16, "eval_batch_size": 64, "lr": 0.01}
 
 
 @pytest.fixture(scope="module")
 def small_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(1)
-    # sessions with structure (item i tends to follow i-1) so that training improves the metric
-    sessions = []
-    for _ in range(150):
-        start = int(rng.integers(1, 40))
-        sessions.append([(start + k) % 40 + 1 for k in range(int(rng.integers(2, 7)))])
-    items, offsets, n_items = from_sequences("small", "t", sessions)
-    idx = np.arange(150)
-    splits = {
-        "train": augment_all_prefixes(offsets, idx[:110]),
-        "valid": augment_all_prefixes(offsets, idx[110:130]),
-        "test": augment_all_prefixes(offsets, idx[130:]),
-    }
     d = tmp_path_factory.mktemp("data") / "small"
-    ProcessedDataset("small", "t", n_items, items, offsets, splits).save(d)
+    split_dataset("small", chain_sessions(150, 40, 1), (110, 130)).save(d)
     return d
 
 
@@ -245,13 +233,7 @@ def test_resume_after_sigterm_is_bit_identical_for_gcegnn_with_dropout(tmp_path:
     import os
     import signal
 
-    rng = np.random.default_rng(0)
-    sessions = [rng.integers(1, 60, size=int(rng.integers(2, 9))).tolist() for _ in range(160)]
-    items, offsets, n_items = from_sequences("drop", "t", sessions)
-    idx = np.arange(160)
-    splits = {"train": augment_all_prefixes(offsets, idx[:120]), "valid": augment_all_prefixes(offsets, idx[120:140]),
-              "test": augment_all_prefixes(offsets, idx[140:])}
-    ProcessedDataset("drop", "t", n_items, items, offsets, splits).save(tmp_path / "drop")
+    split_dataset("drop", random_sessions(160, 60, 0), (120, 140)).save(tmp_path / "drop")
     ov = {"dim": 8, "hop": 1, "epochs": 3, "batch_size": 32, "lr": 0.01, "patience": 0,
           "dropout_global": 0.5, "dropout_gcn": 0.3, "dropout_local": 0.2}
     full = train("gcegnn", tmp_path / "drop", results_dir=tmp_path / "full", overrides=ov, seed=5)

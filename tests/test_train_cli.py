@@ -7,10 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from sbrbench.data.dataset import ProcessedDataset, augment_all_prefixes, from_sequences
+from toy_data import random_sessions, split_dataset
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -19,14 +18,9 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(2)
-    sessions = [rng.integers(1, 25, size=int(rng.integers(2, 6))).tolist() for _ in range(80)]
-    items, offsets, n = from_sequences("toy", "srgnn", sessions)
-    idx = np.arange(80)
-    splits = {"train": augment_all_prefixes(offsets, idx[:60]), "valid": augment_all_prefixes(offsets, idx[60:70]),
-              "test": augment_all_prefixes(offsets, idx[70:])}
     root = tmp_path_factory.mktemp("sbr")
-    ProcessedDataset("toy", "srgnn", n, items, offsets, splits).save(root / "processed" / "toy" / "srgnn")
+    split_dataset("toy", random_sessions(80, 25, 2, max_len=5), (60, 70), protocol="srgnn").save(
+        root / "processed" / "toy" / "srgnn")
     return root
 
 

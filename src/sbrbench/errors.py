@@ -15,3 +15,14 @@ class DataError(SbrError):
 
 class ChecksumError(DataError):
     """A file's sha256 differs from the one the registry pins."""
+
+
+class DiskFullError(SbrError, OSError):
+    """A write failed because the disk (or quota) is full; what was there before is untouched.
+
+    Built as `DiskFullError(errno, message)`; it is an `OSError` too, so code that tolerates a
+    failed optional write (a cache) still does.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror)

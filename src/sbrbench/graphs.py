@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,7 +260,7 @@ def dataset_graph(
     if path is not None and path.is_file():
         try:
             return _load_graph(kind, path, n_items)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # the zip CRC checks the bytes
             log.warning("rebuilding corrupt graph cache %s (%s)", path, exc)
     graph: GlobalItemGraph | SessionHypergraph
     if kind == "global":

@@ -1,7 +1,8 @@
 """The leaderboard: run records → mean ± std over seeds, beside published figures.
 
 Runs are read from `<results>/runs/<dataset>/<model>/<run_id>/metrics.json`. Runs whose status is
-not "complete" (or whose record is unreadable) are skipped and counted. Runs are grouped by
+not "complete", whose record is unreadable, or that have no record yet (being written, or killed
+first) are skipped and counted. Runs are grouped by
 (dataset, protocol, model, select_on); when one seed was run several times only its latest run
 counts. Runs that selected their epoch on the test set ("paper-compatible", `select_on = "test"`)
 are reported apart from validation-selected runs: their numbers are optimistic by construction.
@@ -83,10 +84,13 @@ def collect_runs(
     runs: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     root = results_root / "runs"
-    pattern = f"{dataset}/*/*/metrics.json" if dataset else "*/*/*/metrics.json"
-    for mpath in sorted(root.glob(pattern)):
-        run_dir = mpath.parent
+    pattern = f"{dataset}/*/*" if dataset else "*/*/*"
+    for run_dir in sorted(p for p in root.glob(pattern) if p.is_dir()):
         run = RunDir(run_dir)
+        mpath = run.metrics_path
+        if not mpath.is_file():  # being written, or killed before its record: said, never read
+            skipped.append({"run": str(run_dir), "reason": f"no metrics.json yet (status {run.status()!r})"})
+            continue
         try:
             rec = run.read_metrics()
         except SbrError as exc:

@@ -309,37 +309,10 @@ def target_ranks(
     Shapes:
         scores (B, n), targets (B,) | (B, T), seen (B, L) -> (B,) | (B, T)
     """
-    ranks, nan, _ = rank_block(scores, targets, seen, check_nan=check_nan, duplicates=duplicates)
+    ranks, _, nan, _ = rank_block_ties(scores, targets, seen, check_nan=check_nan, duplicates=duplicates, ties=False)
     if nan is not None and bool(nan):
         raise SbrError("the scores contain NaN: the model is broken (check the loss and learning rate)")
     return ranks
-
-
-def rank_block(
-    scores: Tensor,
-    targets: Tensor,
-    seen: Tensor | None = None,
-    *,
-    item_offset: int = 0,
-    target_scores: Tensor | None = None,
-    check_nan: bool = True,
-    duplicates: str = "once",
-) -> tuple[Tensor, Tensor | None, bool]:
-    """Rank targets against a block of item columns; building block of full and chunked ranking.
-
-    `scores` (B, c) holds items `item_offset .. item_offset + c - 1`. Without `target_scores` the
-    block must be the whole catalogue (`item_offset == 0`) and the target scores are read from it.
-    With `target_scores` (B,) or (B, T), the result counts the candidates of this block, other than
-    the target itself, with a score >= the target's (add 1 and sum over blocks for the rank).
-
-    Returns (ranks or counts (B,) | (B, T) int64, a 0-d bool tensor "some score is NaN" (None
-    when `check_nan` is False), whether the targets were one per row). Nothing here synchronises
-    with the host. `duplicates="count"` marks a repeat of an earlier target of its row with -1
-    instead of 0 (it is never ranked twice, but Recall's denominator counts it).
-    """
-    ranks, _, nan, single = rank_block_ties(scores, targets, seen, item_offset=item_offset, target_scores=target_scores,
-                                            check_nan=check_nan, duplicates=duplicates, ties=False)
-    return ranks, nan, single
 
 
 def rank_block_ties(
@@ -353,10 +326,22 @@ def rank_block_ties(
     duplicates: str = "once",
     ties: bool = True,
 ) -> tuple[Tensor, Tensor | None, Tensor | None, bool]:
-    """`rank_block` plus, with `ties`, the number of other candidates whose score *equals* the
-    target's (same shape as the ranks, 0 for padding): the pessimistic rank minus the optimistic
-    one (`1 + #strictly higher`). Both counts come from one comparison pass over each block (the
-    one rank code path). Returns (ranks or counts, tie counts or None, NaN flag, single)."""
+    """Rank targets against a block of item columns; building block of full and chunked ranking.
+
+    `scores` (B, c) holds items `item_offset .. item_offset + c - 1`. Without `target_scores` the
+    block must be the whole catalogue (`item_offset == 0`) and the target scores are read from it.
+    With `target_scores` (B,) or (B, T), the result counts the candidates of this block, other than
+    the target itself, with a score >= the target's (add 1 and sum over blocks for the rank).
+
+    With `ties`, also the number of other candidates whose score *equals* the target's (same shape
+    as the ranks, 0 for padding): the pessimistic rank minus the optimistic one (`1 + #strictly
+    higher`). Both counts come from one comparison pass over each block (the one rank code path).
+
+    Returns (ranks or counts (B,) | (B, T) int64, tie counts or None, a 0-d bool tensor "some score
+    is NaN" (None when `check_nan` is False), whether the targets were one per row). Nothing here
+    synchronises with the host. `duplicates="count"` marks a repeat of an earlier target of its
+    row with -1 instead of 0 (it is never ranked twice, but Recall's denominator counts it).
+    """
     import torch
 
     if scores.dim() != 2:

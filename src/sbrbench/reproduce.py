@@ -170,22 +170,24 @@ TABLES.register("tagnnpp-table2")(
     TableSpec(
         key="tagnnpp-table2",
         paper_table="tagnnpp-table2",
-        models=("gru4rec", "narm", "stamp", "repeatnet", "csrm", "srgnn", "gcsan", "tagnn", "lessr", "tagnnpp",
-                "tagnnpp-code"),
+        models=("gru4rec", "narm", "stamp", "repeatnet", "csrm", "srgnn", "gcsan", "tagnn", "lessr", "dgtn",
+                "tagnnpp", "tagnnpp-code"),
         datasets=("yoochoose1_64", "diginetica"),
         metrics=("HR@20", "MRR@20"),
         budgets=SMALL_CI_BUDGETS,
         notes=(_TAGNNPP_NOTE, "tagnnpp-code is the released code's behaviour; the paper has no such row.",
-               ("DGTN (ICDMW 2020) is not reproduced yet: its official code (kunwuz/DGTN, PyTorch Geometric) exists "
-                "but has not been ported. The paper's Transformer row is TAGNN++ without its GNN: "
-                "`reproduce tagnnpp-table3` (tagnnpp-no_gnn)."),
+               ("DGTN follows kunwuz/DGTN (4f3d668) restated in plain torch, with its inter-session channel "
+                "fixed (the released `hidden - self.sgcn(...)` discards it: `dgtn-code`) and neighbour sessions "
+                "taken from the fitted training sessions only. The paper's Transformer row is TAGNN++ without "
+                "its GNN: `reproduce tagnnpp-table3` (tagnnpp-no_gnn)."),
                "GC-SAN has no official code: RecBole's implementation and defaults (d = 64, one block, one head).",
                ("Budget ci only (CI time, 10,000 training examples): NARM and STAMP at lr 0.01, CSRM at lr 0.005, "
-                "each in batches of 128.")),
+                "each in batches of 128; DGTN at lr 0.003.")),
         budget_overrides={"ci": {
             "narm": {"lr": 0.01, "batch_size": 128},
             "stamp": {"lr": 0.01, "batch_size": 128},
             "csrm": {"lr": 0.005, "batch_size": 128},
+            "dgtn": {"lr": 0.003},
         }},
     )
 )

@@ -23,6 +23,7 @@ written atomically.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -39,7 +40,7 @@ import numpy as np
 from sbrbench.config import RunConfig
 from sbrbench.data.store import dataset_checksum, load_processed
 from sbrbench.errors import DataError, SbrError
-from sbrbench.io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
+from sbrbench.io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from sbrbench.metrics import DEFAULT_KS, EXTRA_METRICS, metrics_from_ranks, parse_ks
 from sbrbench.registry import unknown_name_message
 
@@ -92,6 +93,19 @@ def load_ranks(path: str | Path) -> np.ndarray:
     if arr.dtype.kind not in "iu" or arr.ndim not in (1, 2):
         raise DataError(f"damaged ranks file {path}: expected int (N,) or (N, T), got {arr.dtype} {arr.shape}")
     return arr
+
+
+def _weights_bytes(model: Model) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()})
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
 
 
 def _read_json_object(path: Path, what: str) -> dict[str, Any]:
@@ -197,7 +211,10 @@ class RunDir:
         return RunConfig.from_dict(_read_json_object(self.config_path, "config.json"), str(self.config_path))
 
     def write_metrics(self, record: dict[str, Any]) -> None:
-        atomic_write_json(self.metrics_path, record)
+        """`metrics.json`, pinning the size and sha256 of every rank file beside it (`rank_files`)."""
+        files = sorted(self.ranks_path("test").parent.glob("*.npy"))
+        pins = {f"{p.parent.name}/{p.name}": {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
+        atomic_write_json(self.metrics_path, {**record, "rank_files": pins} if pins else record)
 
     def read_metrics(self) -> dict[str, Any]:
         """`metrics.json`, checked; one-line errors for a missing or malformed file."""
@@ -294,7 +311,23 @@ class RunDir:
         return save_ranks(self.ranks_path(split), ranks)
 
     def load_ranks(self, split: str) -> np.ndarray:
-        return load_ranks(self.ranks_path(split))
+        return self._load_pinned(self.ranks_path(split), split)
+
+    def _load_pinned(self, path: Path, split: str) -> np.ndarray:
+        """A rank file, checked against the size and sha256 `metrics.json` pins (when it does)."""
+        try:
+            pins = json.loads(self.metrics_path.read_text(encoding="utf-8")).get("rank_files")
+        except (OSError, ValueError, AttributeError):
+            pins = None
+        want = pins.get(f"{path.parent.name}/{path.name}") if isinstance(pins, dict) else None
+        if isinstance(want, dict) and path.is_file():
+            size = path.stat().st_size
+            if size != want.get("bytes") or sha256_file(path) != want.get("sha256"):
+                what = f"{size} bytes, metrics.json says {want.get('bytes')}" if size != want.get("bytes") \
+                    else "its sha256 differs from metrics.json's"
+                raise DataError(f"damaged ranks file {path} ({what}): recompute the metrics from the checkpoint "
+                                f"with `sbrbench evaluate {self.path} --split {split} --recompute`")
+        return load_ranks(path)
 
     def has_ranks(self, split: str) -> bool:
         return self.ranks_path(split).is_file()
@@ -312,14 +345,14 @@ class RunDir:
 
     def load_ties(self, split: str) -> np.ndarray | None:
         """The stored tie counts, or None for a run that did not record them."""
-        return load_ranks(self.ties_path(split)) if self.ties_path(split).is_file() else None
+        return self._load_pinned(self.ties_path(split), split) if self.ties_path(split).is_file() else None
 
     def save_lengths(self, split: str, lengths: np.ndarray) -> Path:
         return save_ranks(self.lengths_path(split), np.asarray(lengths))
 
     def load_lengths(self, split: str) -> np.ndarray | None:
         """The stored prefix lengths, or None for a run that did not record them."""
-        return load_ranks(self.lengths_path(split)) if self.lengths_path(split).is_file() else None
+        return self._load_pinned(self.lengths_path(split), split) if self.lengths_path(split).is_file() else None
 
     def metrics_from_ranks(self, split: str = "test", ks: tuple[int, ...] | list[int] | str = DEFAULT_KS
                            ) -> dict[str, Any]:
@@ -336,22 +369,95 @@ class RunDir:
                 "source": "stored ranks", "metrics": metrics_from_ranks(ranks, kk, extra)}
 
     # ---- checkpoint and model ------------------------------------------------------------------
-    def save_weights(self, model: Model, which: str = "model") -> None:
-        from safetensors.torch import save
+    @property
+    def pending_weights_path(self) -> Path:
+        """`checkpoint/model.pending.safetensors`: an epoch's weights before its state commits them."""
+        return self.checkpoint_dir / "model.pending.safetensors"
 
-        tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        atomic_write_bytes(self.weights_path(which), save(tensors))
+    def save_weights(self, model: Model, which: str = "model") -> str:
+        """Write the model's weights as `which`; returns their sha256."""
+        data = _weights_bytes(model)
+        atomic_write_bytes(self.weights_path(which), data)
+        return hashlib.sha256(data).hexdigest()
+
+    def commit_checkpoint(self, model: Model, state: dict[str, Any], *, best: bool,
+                          best_sha256: str | None) -> dict[str, str | None]:
+        """Write an epoch's checkpoint so that a kill at any moment leaves the previous one or this
+        one, whole, never a mix; returns the weights' sha256 recorded in the state.
+
+        The weights go to a pending file beside the committed ones; the state, naming their sha256
+        (and the selected weights' — these if `best`, else `best_sha256`), is the commit point;
+        then the pending weights become `model` (and `best`). `settle_checkpoint` finishes a commit
+        a kill interrupted.
+        """
+        data = _weights_bytes(model)
+        sha = hashlib.sha256(data).hexdigest()
+        atomic_write_bytes(self.pending_weights_path, data)
+        weights = {"model": sha, "best": sha if best else best_sha256}
+        self.save_state({**state, "weights": weights})
+        if best:
+            atomic_write_bytes(self.weights_path("best"), data)
+        os.replace(self.pending_weights_path, self.weights_path("model"))
+        return weights
+
+    def settle_checkpoint(self, state: dict[str, Any]) -> None:
+        """Bring the weight files in line with a loaded state: finish a commit a kill interrupted,
+        drop uncommitted weights, and refuse (one line) weights that match nothing the state names."""
+        for folder in (self.path, self.checkpoint_dir, self.ranks_path("test").parent):
+            for left in folder.glob(".*.part"):  # temporaries of a killed writer (a resume is the only writer)
+                left.unlink(missing_ok=True)
+        weights = state.get("weights")
+        if not isinstance(weights, dict):
+            return  # a state written before weights were pinned
+        want_model, want_best = weights.get("model"), weights.get("best")
+        pending = self.pending_weights_path
+        if pending.is_file():
+            if _file_sha256(pending) == want_model:
+                if want_best == want_model and _file_sha256(self.weights_path("best")) != want_best:
+                    atomic_write_bytes(self.weights_path("best"), pending.read_bytes())
+                os.replace(pending, self.weights_path("model"))
+            else:
+                pending.unlink()  # an epoch whose state never committed
+        if _file_sha256(self.weights_path("model")) != want_model:
+            raise DataError(f"damaged checkpoint weights {self.weights_path('model')} (sha256 differs from "
+                            f"{self.state_path.name}'s): {self._retrain_hint()}")
+        if want_best is not None and _file_sha256(self.weights_path("best")) != want_best:
+            if want_best != want_model:
+                raise DataError(f"damaged checkpoint weights {self.weights_path('best')} (sha256 differs from "
+                                f"{self.state_path.name}'s): {self._retrain_hint()}")
+            atomic_write_bytes(self.weights_path("best"), self.weights_path("model").read_bytes())
 
     def load_weights(self, model: Model, which: str = "best", device: str = "cpu") -> None:
+        """Load `which` weights into `model`, checked against the sha256 the state pins (when it does)."""
         from safetensors.torch import load_file
 
         path = self.weights_path(which)
         if not path.is_file():
-            raise DataError(f"missing checkpoint weights {path}")
+            raise DataError(f"missing checkpoint weights {path}: {self._retrain_hint()}")
+        want = self._pinned_weights(which)
+        if want is not None and _file_sha256(path) != want:
+            raise DataError(f"damaged checkpoint weights {path} (sha256 differs from {self.state_path.name}'s): "
+                            f"{self._retrain_hint()}")
         try:
             model.load_state_dict(load_file(str(path), device=device))
-        except (OSError, RuntimeError) as exc:
-            raise DataError(f"damaged checkpoint weights {path}: {str(exc).splitlines()[0]}") from None
+        except Exception as exc:  # safetensors raises its own error types for a damaged file
+            raise DataError(f"damaged checkpoint weights {path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): "
+                            f"{self._retrain_hint()}") from None
+
+    def _pinned_weights(self, which: str) -> str | None:
+        try:
+            state = self.load_state()
+        except DataError:
+            return None  # a damaged state is reported by whoever needs it; the weights stand on their own
+        weights = state.get("weights") if state else None
+        return weights.get(which) if isinstance(weights, dict) else None
+
+    def _retrain_hint(self) -> str:
+        try:
+            cfg = self.read_config()
+        except SbrError:
+            return "train the run again"
+        return f"train it again with `sbrbench train {cfg.model} {cfg.dataset} --seed {cfg.seed}` (settings in {self.config_path})"
 
     def save_state(self, state: dict[str, Any]) -> None:
         """The training state (tensors and plain values only) as `checkpoint/state.pt`."""
@@ -370,10 +476,13 @@ class RunDir:
         if not self.state_path.is_file():
             return None
         try:
-            return torch.load(self.state_path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
             raise DataError(f"damaged or untrusted checkpoint state {self.state_path}: "
                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        if not isinstance(state, dict):
+            raise DataError(f"damaged checkpoint state {self.state_path}: not a state record")
+        return state
 
     def load_dataset(self, cfg: RunConfig | None = None) -> tuple[ProcessedDataset, Path]:
         """The processed dataset the run was trained on.

@@ -199,6 +199,44 @@ def run_state(run: RunDir | None) -> str:
     return {"complete": "done", "running": "running", "resumable": "interrupted"}.get(run.status(), "missing")
 
 
+def settle_existing(row: dict[str, Any], run: RunDir | None, state: str, **blank: Any) -> bool:
+    """Fill `row` for a run already finished (status reused, its metrics) or still running in
+    another process; True when either, so nothing is to be run. `blank`: fields set with the
+    metrics of a reused run (e.g. seconds=None)."""
+    if state == "done":
+        assert run is not None
+        rec = run.read_metrics()
+        row.update(status="reused", valid=rec.get("valid"), test=rec.get("test"), **blank, error=None)
+        return True
+    if state == "running":
+        row.update(status="running elsewhere", error=f"another process trains {run}")
+        return True
+    return False
+
+
+def record_results(rows: dict[Any, dict[str, Any]], results: dict[Any, dict[str, Any]], *fields: str) -> None:
+    """Copy each `execute_run` result into its row (status done / failed / interrupted, run
+    directory, metrics, error); `fields`: further result fields copied as they are."""
+    for key, res in results.items():
+        rows[key].update(status="done" if res["status"] == "complete" else res["status"],
+                         run_dir=res.get("run_dir") or rows[key]["run_dir"], valid=res.get("valid"),
+                         test=res.get("test"), **{f: res.get(f) for f in fields}, error=res.get("error"))
+
+
+def write_summary(out: dict[str, Any], stem: Path) -> dict[str, str]:
+    """Write `out["markdown"]` to `stem`.md and the rest of `out` to `stem`.json; their paths."""
+    md, js = stem.with_name(stem.name + ".md"), stem.with_name(stem.name + ".json")
+    atomic_write_text(md, out["markdown"])
+    atomic_write_json(js, {k: v for k, v in out.items() if k != "markdown"})
+    return {"markdown": str(md), "json": str(js)}
+
+
+def worker_placement(workers: int | None, cpus_per_trial: float, gpus_per_trial: float) -> tuple[str, int | None]:
+    """The device and torch thread count of each run: a GPU when trials get one; `cpus_per_trial`
+    threads in a worker, this process's own setting with `workers=0`."""
+    return ("cuda:0" if gpus_per_trial > 0 else "cpu"), (max(1, int(cpus_per_trial)) if workers != 0 else None)
+
+
 def execute_run(p: dict[str, Any]) -> dict[str, Any]:
     """Run one training run in a worker (Ray task or this process); never raises for a failed run.
 
@@ -268,31 +306,57 @@ class Tally:
                 "elapsed_seconds": round(time.perf_counter() - self.t0, 1), "message": message}
 
 
+def run_pool(runner: Runner, fn: Callable[[dict[str, Any]], dict[str, Any]],
+             next_job: Callable[[], tuple[Any, dict[str, Any], str] | None],
+             on_result: Callable[[Any, dict[str, Any]], str], tally: Tally, progress: Progress | None) -> None:
+    """Run `fn` on payloads with at most `runner.workers` in flight. `next_job()` gives the next
+    (id, payload, message when started), or None when there are no more; `on_result(id, result)`
+    records a finished job (and its counts in `tally`) and returns the message to report."""
+    live: dict[int, Any] = {}
+    more = True
+    while more or live:
+        while more and len(live) < runner.workers:
+            job = next_job()
+            if job is None:
+                more = False
+                break
+            jid, payload, message = job
+            live[runner.submit(fn, payload)] = jid
+            tally.running += 1
+            if progress:
+                progress(tally.snapshot(message))
+        for tid, res in runner.wait(timeout=1.0):
+            jid = live.pop(tid)
+            tally.running -= 1
+            tally.seconds.append(float(res.get("seconds") or 0.0))
+            message = on_result(jid, res)
+            if progress:
+                progress(tally.snapshot(message))
+
+
 def run_jobs(runner: Runner, fn: Callable[[dict[str, Any]], dict[str, Any]],
              jobs: list[tuple[Any, dict[str, Any], str]], tally: Tally, progress: Progress | None
              ) -> dict[Any, dict[str, Any]]:
     """Run `(id, payload, label)` jobs with at most `runner.workers` in flight; results by id."""
     todo = list(jobs)
-    live: dict[int, tuple[Any, str]] = {}
+    labels = {jid: label for jid, _, label in jobs}
     out: dict[Any, dict[str, Any]] = {}
-    while todo or live:
-        while todo and len(live) < runner.workers:
-            jid, payload, label = todo.pop(0)
-            live[runner.submit(fn, payload)] = (jid, label)
-            tally.running += 1
-            if progress:
-                progress(tally.snapshot(f"started {label}"))
-        for tid, res in runner.wait(timeout=1.0):
-            jid, label = live.pop(tid)
-            tally.running -= 1
-            ok = res.get("status") == "complete"
-            tally.done += ok
-            tally.failed += not ok
-            tally.seconds.append(float(res.get("seconds") or 0.0))
-            out[jid] = res
-            if progress:
-                what = "finished" if ok else f"{res.get('status')}: {res.get('error') or '?'}"
-                progress(tally.snapshot(f"{what} {label}"))
+
+    def next_job() -> tuple[Any, dict[str, Any], str] | None:
+        if not todo:
+            return None
+        jid, payload, label = todo.pop(0)
+        return jid, payload, f"started {label}"
+
+    def on_result(jid: Any, res: dict[str, Any]) -> str:
+        ok = res.get("status") == "complete"
+        tally.done += ok
+        tally.failed += not ok
+        out[jid] = res
+        what = "finished" if ok else f"{res.get('status')}: {res.get('error') or '?'}"
+        return f"{what} {labels[jid]}"
+
+    run_pool(runner, fn, next_job, on_result, tally, progress)
     return out
 
 
@@ -323,21 +387,14 @@ def sweep(
     sweep_name = name or "sweep-" + hashlib.sha256("".join(c.key for c in cells).encode()).hexdigest()[:8]
     rows: dict[str, dict[str, Any]] = {}
     jobs: list[tuple[Any, dict[str, Any], str]] = []
-    device = "cuda:0" if gpus_per_trial > 0 else "cpu"
-    threads = max(1, int(cpus_per_trial)) if workers != 0 else None
+    device, threads = worker_placement(workers, cpus_per_trial, gpus_per_trial)
     for cell in cells:
         run = index.get(cell.key)
         state = run_state(run)
         row = {"label": cell.label(), "model": cell.model, "dataset": cell.dataset, "seed": cell.seed,
                "overrides": dict(cell.overrides), "key": cell.key, "run_dir": str(run) if run else None}
         rows[cell.key] = row
-        if state == "done":
-            assert run is not None
-            rec = run.read_metrics()
-            row.update(status="reused", valid=rec.get("valid"), test=rec.get("test"), seconds=None, error=None)
-            continue
-        if state == "running":
-            row.update(status="running elsewhere", error=f"another process trains {run}")
+        if settle_existing(row, run, state, seconds=None):
             continue
         note = {"cell_key": cell.key, "sweep": sweep_name, "model": cell.model, "dataset": cell.dataset,
                 "seed": cell.seed, "overrides": dict(cell.overrides)}
@@ -361,10 +418,7 @@ def sweep(
                 progress(tally.snapshot(f"{len(jobs)} of {len(cells)} cells to run on {runner_desc}"
                                         + (f" (started in {started:.1f}s)" if started else "")))
             results = run_jobs(runner, run_cell, jobs, tally, progress)
-        for key, res in results.items():
-            status = "done" if res["status"] == "complete" else res["status"]
-            rows[key].update(status=status, run_dir=res.get("run_dir") or rows[key]["run_dir"], valid=res.get("valid"),
-                             test=res.get("test"), seconds=res.get("seconds"), error=res.get("error"))
+        record_results(rows, results, "seconds")
     ordered = [rows[c.key] for c in cells]
     counts: dict[str, int] = {}
     for r in ordered:
@@ -372,10 +426,7 @@ def sweep(
     out = {"name": sweep_name, "runner": runner_desc, "ray_start_seconds": started, "counts": counts,
            "select_on": grid.select_on, "cells": ordered}
     out["markdown"] = render_sweep_markdown(out)
-    md, js = root / "sweeps" / f"{sweep_name}.md", root / "sweeps" / f"{sweep_name}.json"
-    atomic_write_text(md, out["markdown"])
-    atomic_write_json(js, {k: v for k, v in out.items() if k != "markdown"})
-    out["files"] = {"markdown": str(md), "json": str(js)}
+    out["files"] = write_summary(out, root / "sweeps" / sweep_name)
     return out
 
 

@@ -34,13 +34,13 @@ from tabulate import tabulate
 from sbrbench import paths
 from sbrbench.budget import TUNE_NOTE, budget_label
 from sbrbench.errors import SbrError
-from sbrbench.io import atomic_write_json, atomic_write_text
 from sbrbench.models import MODELS, resolve_config
 from sbrbench.models.search import Choice, FloatRange, IntRange, describe_space
 from sbrbench.results import RunDir
 from sbrbench.runner import Runner, check_installed, invoke, open_runner
 from sbrbench.study import StudyServer, best_trial, load_study, open_study, quiet_optuna, state_counts, used_trials
-from sbrbench.sweep import SHOWN_METRICS, Tally, config_key, execute_run, index_runs, run_jobs, run_state
+from sbrbench.sweep import (SHOWN_METRICS, Tally, config_key, execute_run, index_runs, record_results, run_jobs,
+                             run_pool, run_state, settle_existing, worker_placement, write_summary)
 from sbrbench.train.callbacks import TrainingCallback, TrainingStart
 
 TRIAL_NOTE = "trial.json"
@@ -177,8 +177,7 @@ def tune(
     remaining = max(trials - used, 0)
     del study  # from here on only the StudyServer touches the file
     neural = cls.neural
-    device = "cuda:0" if gpus_per_trial > 0 else "cpu"
-    threads = max(1, int(cpus_per_trial)) if workers != 0 else None
+    device, threads = worker_placement(workers, cpus_per_trial, gpus_per_trial)
     tally = Tally(total=remaining, workers=max(workers or 1, 1))
     runner_desc, started = "nothing to run", None
     ran_now = {"complete": 0, "pruned": 0, "failed": 0, "duplicate": 0}
@@ -224,10 +223,7 @@ def tune(
         "inspect": f"optuna trials --storage {storage} --study-name {study_name}",
     }
     out["markdown"] = render_tune_markdown(out)
-    md, js = sdir / "summary.md", sdir / "summary.json"
-    atomic_write_text(md, out["markdown"])
-    atomic_write_json(js, {k: v for k, v in out.items() if k != "markdown"})
-    out["files"] = {"markdown": str(md), "json": str(js), "study": str(sdir / STUDY_FILE)}
+    out["files"] = {**write_summary(out, sdir / "summary"), "study": str(sdir / STUDY_FILE)}
     return out
 
 
@@ -235,9 +231,10 @@ def _run_trials(runner: Runner, server: Any, remaining: int, tally: Tally, progr
                 ran_now: dict[str, int], base: dict[str, Any], metric: str | None) -> None:
     """Ask, run and tell `remaining` trials with at most `runner.workers` in flight."""
     asked = 0
-    live: dict[int, tuple[int, dict[str, Any]]] = {}
-    while asked < remaining or live:
-        while asked < remaining and len(live) < runner.workers:
+
+    def next_job() -> tuple[int, dict[str, Any], str] | None:
+        nonlocal asked
+        while asked < remaining:
             number, params = invoke(server, "ask")
             asked += 1
             dup = invoke(server, "duplicate_of", params)
@@ -250,36 +247,33 @@ def _run_trials(runner: Runner, server: Any, remaining: int, tally: Tally, progr
                 continue
             payload = {**base, "number": number, "overrides": {**base["overrides"], **params},
                        "sidecars": {TRIAL_NOTE: {"study": base["study_name"], "trial": number, "params": params}}}
-            live[runner.submit(run_trial, payload)] = (number, params)
-            tally.running += 1
-            if progress:
-                progress(tally.snapshot(f"trial {number} started: {_fmt_params(params)}"))
-        for tid, res in runner.wait(timeout=1.0):
-            number, params = live.pop(tid)
-            tally.running -= 1
-            status = res.get("status")
-            value = _objective(res, metric) if status == "complete" else None
-            state = ("complete" if status == "complete" and value is not None
-                     else "pruned" if status == "pruned" else "fail")
-            invoke(server, "tell", number, state, value,
-                   {"run_dir": res.get("run_dir"), "error": res.get("error"), "seconds": res.get("seconds"),
-                    "metric": res.get("metric") or metric})
-            if state == "complete":
-                tally.done += 1
-                ran_now["complete"] += 1
+            return number, payload, f"trial {number} started: {_fmt_params(params)}"
+        return None
+
+    def on_result(number: int, res: dict[str, Any]) -> str:
+        status = res.get("status")
+        value = _objective(res, metric) if status == "complete" else None
+        state = ("complete" if status == "complete" and value is not None
+                 else "pruned" if status == "pruned" else "fail")
+        invoke(server, "tell", number, state, value,
+               {"run_dir": res.get("run_dir"), "error": res.get("error"), "seconds": res.get("seconds"),
+                "metric": res.get("metric") or metric})
+        if state == "complete":
+            tally.done += 1
+            ran_now["complete"] += 1
+        else:
+            if state == "pruned":
+                tally.pruned += 1
             else:
-                if state == "pruned":
-                    tally.pruned += 1
-                else:
-                    tally.failed += 1
-                ran_now["pruned" if state == "pruned" else "failed"] += 1
-            tally.seconds.append(float(res.get("seconds") or 0.0))
-            if res.get("run_dir") and state != "complete":
-                note = RunDir(res["run_dir"]).read_sidecar(TRIAL_NOTE) or {}
-                RunDir(res["run_dir"]).write_sidecar(TRIAL_NOTE, {**note, "state": state, "error": res.get("error")})
-            if progress:
-                what = f"{value:.4f}" if value is not None else f"{state}: {res.get('error') or '?'}"
-                progress(tally.snapshot(f"trial {number} {what}"))
+                tally.failed += 1
+            ran_now["pruned" if state == "pruned" else "failed"] += 1
+        if res.get("run_dir") and state != "complete":
+            note = RunDir(res["run_dir"]).read_sidecar(TRIAL_NOTE) or {}
+            RunDir(res["run_dir"]).write_sidecar(TRIAL_NOTE, {**note, "state": state, "error": res.get("error")})
+        what = f"{value:.4f}" if value is not None else f"{state}: {res.get('error') or '?'}"
+        return f"trial {number} {what}"
+
+    run_pool(runner, run_trial, next_job, on_result, tally, progress)
 
 
 def _fmt_params(params: dict[str, Any]) -> str:
@@ -301,13 +295,7 @@ def _finals(model: str, dataset: str, ds_dir: Path, seeds: list[int], best: dict
         run = index.get(key)
         state = run_state(run)
         rows[key] = {"seed": s, "key": key, "run_dir": str(run) if run else None}
-        if state == "done":
-            assert run is not None
-            rec = run.read_metrics()
-            rows[key].update(status="reused", valid=rec.get("valid"), test=rec.get("test"), error=None)
-            continue
-        if state == "running":
-            rows[key].update(status="running elsewhere", error=f"another process trains {run}")
+        if settle_existing(rows[key], run, state):
             continue
         note = {"key": key, "tuned": True, "trials": budget, "study": study_name, "storage": storage,
                 "best_trial": best["number"], "best_value": best["value"], "params": best["params"],
@@ -321,11 +309,7 @@ def _finals(model: str, dataset: str, ds_dir: Path, seeds: list[int], best: dict
     if jobs:
         runner = get_runner()
         tally = Tally(total=len(jobs), workers=runner.workers)
-        results = run_jobs(runner, execute_run, jobs, tally, progress)
-        for key, res in results.items():
-            rows[key].update(status="done" if res["status"] == "complete" else res["status"],
-                             run_dir=res.get("run_dir") or rows[key]["run_dir"], valid=res.get("valid"),
-                             test=res.get("test"), error=res.get("error"))
+        record_results(rows, run_jobs(runner, execute_run, jobs, tally, progress))
     return list(rows.values())
 
 

@@ -30,7 +30,8 @@ def report(
     if json_out:
         emit_json(res)
         return
+    skipped = f", {res['skipped']} skipped (incomplete or unreadable)" if res["skipped"] else ""
     stdout_console().print(
-        f"wrote {res['path']} ({res['bytes'] / 1024:.0f} KiB, {res['runs']} runs, {res['figures']} figures, "
+        f"wrote {res['path']} ({res['bytes'] / 1024:.0f} KiB, {res['runs']} runs{skipped}, {res['figures']} figures, "
         f"{res['ablations']} ablations, {res['reproductions']} reproduced tables; {res['seconds']:.1f} s); "
         "open it in any browser, no network needed", soft_wrap=True)

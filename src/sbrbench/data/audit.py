@@ -286,10 +286,12 @@ def audit_dataset(ds: ProcessedDataset, *, edges: Sequence[int] = DEFAULT_EDGES,
     checks["popularity"] = {"k": k, "topk_jaccard": _share(inter, union), "train_clicks_in_train_topk": share_tr,
                             "test_targets_in_train_topk": share_te, "ratio": ratio, "spearman": rho}
     if ratio is not None and ratio < th.popularity_ratio:
+        jac = checks["popularity"]["topk_jaccard"]
+        jac_text, rho_text = (f"{jac:.2f}" if jac is not None else "n/a"), (f"{rho:.2f}" if rho is not None else "n/a")
         findings.append(_finding("popularity", "warning",
             f"the {k} most popular training items take {100 * share_tr:.1f}% of training clicks but only "
-            f"{100 * share_te:.1f}% of test targets (top-{k} overlap {checks['popularity']['topk_jaccard']:.2f}, "
-            f"Spearman {rho:.2f}): popularity shifts between training and test"))
+            f"{100 * share_te:.1f}% of test targets (top-{k} overlap {jac_text}, "
+            f"Spearman {rho_text}): popularity shifts between training and test"))
     return {
         "dataset": ds.name, "protocol": ds.protocol, "items": ds.catalogue_size,
         "fit_splits": list(FIT_SPLITS), "thresholds": asdict(th), "checks": checks, "findings": findings,

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +28,11 @@ from typing import Any
 import numpy as np
 
 from sbrbench.errors import DataError
-from sbrbench.io import atomic_write_json, sha256_file
+from sbrbench.io import atomic_write_json, disk_full_errors, process_alive, sha256_file
 
 FORMAT_VERSION = 1
+DATA_FILES = ("arrays.npz", "items.json", "users.json")  # the files a manifest pins (size + sha256)
+HASH_ON_LOAD_BYTES = 64 << 20  # files up to this size are hashed on every load; larger ones: size + zip CRC
 SPLITS = ("train", "valid", "test")
 FIT_SPLITS = ("train", "valid")  # the splits a model may ever be fitted on; never "test"
 
@@ -220,44 +223,59 @@ class ProcessedDataset:
         `extra` adds top-level manifest entries (statistics, warnings, options).
         """
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        with disk_full_errors(directory):
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temporaries(directory)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-{os.getpid()}-", dir=directory.parent))
         try:
-            arrays: dict[str, np.ndarray] = {
-                "items": np.ascontiguousarray(self.items, dtype=np.int32),
-                "offsets": np.ascontiguousarray(self.offsets, dtype=np.int64),
-            }
-            for name, sp in self.splits.items():
-                arrays[f"split_{name}_session"] = sp.session.astype(np.int32)
-                arrays[f"split_{name}_pos"] = sp.pos.astype(np.int32)
-            if self.session_time is not None:
-                arrays["session_time"] = self.session_time.astype(np.float64)
-            if self.session_user is not None:
-                arrays["session_user"] = self.session_user.astype(np.int64)
-            np.savez(tmp / "arrays.npz", **arrays)
-            if self.item_keys is not None or self.item_text is not None:
-                with open(tmp / "items.json", "w", encoding="utf-8") as fh:
-                    json.dump({"keys": self.item_keys, "text": self.item_text}, fh)
-            if self.user_keys is not None:
-                with open(tmp / "users.json", "w", encoding="utf-8") as fh:
-                    json.dump({"keys": self.user_keys}, fh)
-            manifest = {
-                "format_version": FORMAT_VERSION,
-                "dataset": self.name,
-                "protocol": self.protocol,
-                "n_items": self.n_items,
-                "splits": list(self.splits),
-                "counts": self.counts(),
-                "arrays_sha256": sha256_file(tmp / "arrays.npz"),
-                "sources": sources or {},
-                "info": self.info,
-                **(extra or {}),
-            }
-            atomic_write_json(tmp / "manifest.json", manifest)
-            _replace_dir(tmp, directory)
+            with disk_full_errors(directory):
+                manifest = self._write_files(tmp, sources, extra)
+                _replace_dir(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        return manifest
+
+    def _write_files(self, tmp: Path, sources: dict[str, str] | None, extra: dict[str, Any] | None
+                     ) -> dict[str, Any]:
+        """Write every file of the dataset into the fresh directory `tmp`, synced, the manifest last."""
+        arrays: dict[str, np.ndarray] = {
+            "items": np.ascontiguousarray(self.items, dtype=np.int32),
+            "offsets": np.ascontiguousarray(self.offsets, dtype=np.int64),
+        }
+        for name, sp in self.splits.items():
+            arrays[f"split_{name}_session"] = sp.session.astype(np.int32)
+            arrays[f"split_{name}_pos"] = sp.pos.astype(np.int32)
+        if self.session_time is not None:
+            arrays["session_time"] = self.session_time.astype(np.float64)
+        if self.session_user is not None:
+            arrays["session_user"] = self.session_user.astype(np.int64)
+        np.savez(tmp / "arrays.npz", **arrays)
+        if self.item_keys is not None or self.item_text is not None:
+            with open(tmp / "items.json", "w", encoding="utf-8") as fh:
+                json.dump({"keys": self.item_keys, "text": self.item_text}, fh)
+        if self.user_keys is not None:
+            with open(tmp / "users.json", "w", encoding="utf-8") as fh:
+                json.dump({"keys": self.user_keys}, fh)
+        files = {f.name: {"bytes": f.stat().st_size, "sha256": sha256_file(f)}
+                 for f in sorted(tmp.iterdir()) if f.name in DATA_FILES}
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "dataset": self.name,
+            "protocol": self.protocol,
+            "n_items": self.n_items,
+            "splits": list(self.splits),
+            "counts": self.counts(),
+            "arrays_sha256": files["arrays.npz"]["sha256"],
+            "files": files,
+            "sources": sources or {},
+            "info": self.info,
+            **(extra or {}),
+        }
+        for f in tmp.iterdir():  # on disk before the manifest that vouches for them
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        atomic_write_json(tmp / "manifest.json", manifest)
         return manifest
 
     @classmethod
@@ -265,36 +283,41 @@ class ProcessedDataset:
         """Load a dataset written by `save`; a clear `DataError` if it is missing or damaged."""
         directory = Path(directory)
         mpath = directory / "manifest.json"
-        if not mpath.is_file():
+        if not mpath.is_file() and not (restore_interrupted_swap(directory) and mpath.is_file()):
             raise DataError(f"no processed dataset at {directory} (manifest.json missing)")
         try:
             manifest = json.loads(mpath.read_text(encoding="utf-8"))
             version = manifest["format_version"]
-        except (ValueError, KeyError) as exc:
-            raise DataError(f"damaged manifest {mpath}: {exc}") from None
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"damaged manifest {mpath} ({_first_line(exc)}): rebuild it with "
+                            f"`{rebuild_command(directory)}`") from None
         if version != FORMAT_VERSION:
             raise DataError(
                 f"{directory} was written by format version {version}; this sbrbench reads "
                 f"{FORMAT_VERSION}: run `sbrbench preprocess` again"
             )
+        verify_files(directory, manifest)
         try:
             with np.load(directory / "arrays.npz", allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
-            raise DataError(f"damaged arrays in {directory}: {exc}") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(f"damaged {directory / 'arrays.npz'} ({_first_line(exc)}): rebuild it with "
+                            f"`{rebuild_command(directory, manifest)}`") from None
         splits = {
             name: Split(arrays[f"split_{name}_session"], arrays[f"split_{name}_pos"])
             for name in manifest["splits"]
         }
-        keys = text = None
-        ipath = directory / "items.json"
-        if ipath.is_file():
-            meta = json.loads(ipath.read_text(encoding="utf-8"))
-            keys, text = meta.get("keys"), meta.get("text")
-        users = None
-        upath = directory / "users.json"
-        if upath.is_file():
-            users = json.loads(upath.read_text(encoding="utf-8")).get("keys")
+        keys = text = users = None
+        ipath, upath = directory / "items.json", directory / "users.json"
+        try:
+            if ipath.is_file():
+                meta = json.loads(ipath.read_text(encoding="utf-8"))
+                keys, text = meta.get("keys"), meta.get("text")
+            if upath.is_file():
+                users = json.loads(upath.read_text(encoding="utf-8")).get("keys")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+            raise DataError(f"damaged item or user keys in {directory} ({_first_line(exc)}): rebuild them with "
+                            f"`{rebuild_command(directory, manifest)}`") from None
         return cls(
             name=manifest["dataset"],
             protocol=manifest["protocol"],
@@ -309,6 +332,86 @@ class ProcessedDataset:
             user_keys=users,
             info=manifest.get("info", {}),
         )
+
+
+def rebuild_command(directory: str | Path, manifest: dict[str, Any] | None = None) -> str:
+    """The command that writes the processed dataset at `directory` again."""
+    directory = Path(directory)
+    m = manifest if isinstance(manifest, dict) else {}
+    name, protocol = str(m.get("dataset") or directory.parent.name), str(m.get("protocol") or directory.name)
+    if m.get("source") == "--from" and m.get("from_path"):
+        return (f"sbrbench preprocess --from {m['from_path']} --format {m.get('format')} --name {name} "
+                f"--protocol {protocol}")
+    return f"sbrbench preprocess {name} --protocol {protocol}"
+
+
+def verify_files(directory: str | Path, manifest: dict[str, Any]) -> None:
+    """Check the files a manifest pins: sizes always, sha256 of those up to `HASH_ON_LOAD_BYTES`.
+
+    Manifests written before sizes were recorded pass unchecked (the zip CRC still guards the arrays).
+    """
+    directory = Path(directory)
+    pinned = manifest.get("files")
+    if not isinstance(pinned, dict):
+        return
+    for name, want in pinned.items():
+        path = directory / str(name)
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = None
+        problem = None
+        if size is None:
+            problem = "missing"
+        elif size != want.get("bytes"):
+            problem = f"{size} bytes, the manifest says {want.get('bytes')}"
+        elif size <= HASH_ON_LOAD_BYTES and want.get("sha256") and sha256_file(path) != want["sha256"]:
+            problem = "its sha256 differs from the manifest's"
+        if problem:
+            raise DataError(f"damaged processed dataset file {path} ({problem}): rebuild it with "
+                            f"`{rebuild_command(directory, manifest)}`")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def restore_interrupted_swap(directory: str | Path) -> bool:
+    """Put back the dataset a killed re-`preprocess` had moved aside; True if one was restored.
+
+    `_replace_dir` swaps a new dataset in with two renames: the old one to `.<name>.old-<pid>`, then
+    the new one into place. A kill between them leaves no `<name>` at all; the old copy, complete,
+    is renamed back here (by the next load or preprocess) once its writer's process is gone.
+    """
+    directory = Path(directory)
+    if directory.exists() or not directory.parent.is_dir():
+        return False
+    prefix = f".{directory.name}.old-"
+    aside = []
+    for left in directory.parent.glob(prefix + "*"):
+        pid = left.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)) and (left / "manifest.json").is_file():
+            aside.append((left.stat().st_mtime, left))
+    for _, left in sorted(aside, reverse=True):  # the copy moved aside last is the one that was in place
+        try:
+            os.rename(left, directory)
+            return True
+        except OSError:  # another process restored one first
+            if directory.exists():
+                return False
+    return False
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    """Remove what killed writers of `directory` left beside it (their process is gone), after
+    putting back a dataset a killed swap left aside (`restore_interrupted_swap`)."""
+    restore_interrupted_swap(directory)
+    for prefix in (f".{directory.name}.tmp-", f".{directory.name}.old-"):
+        for left in directory.parent.glob(prefix + "*"):
+            pid = left.name[len(prefix):].split("-", 1)[0]
+            if pid.isdigit() and not process_alive(int(pid)):
+                shutil.rmtree(left, ignore_errors=True)
 
 
 def manifest_checksum(directory: str | Path) -> str:
@@ -333,6 +436,11 @@ def from_sequences(
         raise DataError(f"{name}: item ids must be >= 1 (0 is padding)")
     if n_items is not None and max_id >= n_items:
         raise DataError(f"{name}: item id {max_id} exceeds the declared item space {n_items - 1}")
+    if n_items is None and max_id > max(16 * len(np.unique(items)), 1 << 20):
+        # the catalogue is 1..max id: ids far beyond the items there are would make it (and every
+        # per-item array) that large, or overflow int32
+        raise DataError(f"{name}: item ids go up to {max_id} for only {len(np.unique(items))} distinct items; "
+                        "number the items densely from 1")
     return items.astype(np.int32), offsets, (n_items if n_items is not None else max_id + 1)
 
 

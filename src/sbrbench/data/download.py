@@ -27,15 +27,17 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sbrbench import __version__
 from sbrbench.data.registry import DatasetSpec, FileSpec, SourceSpec, get_dataset, load_registry
 from sbrbench.errors import ChecksumError, DataError, SbrError
-from sbrbench.io import atomic_write_text
+from sbrbench.io import atomic_write_text, disk_full_errors, file_lock, process_alive
 from sbrbench.paths import data_dir as resolve_data_dir
 from sbrbench.paths import processed_dir, raw_dir
 
@@ -73,7 +75,22 @@ def local_path(root: Path, fspec: FileSpec) -> Path:
 
 
 def _staging_dir(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}.incoming")
+    """A fresh staging directory beside `dest`, this process's own (concurrent downloads never share one)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.incoming-{os.getpid()}-", dir=dest.parent))
+
+
+@contextlib.contextmanager
+def _exclusive(dest: Path) -> Iterator[None]:
+    """Hold `dest`'s lock (`.<name>.lock`): one process fetches a file at a time, the next finds it
+    verified; staging left by killed downloads is removed."""
+    with disk_full_errors(dest), file_lock(dest.with_name(f".{dest.name}.lock")):
+        prefix = f".{dest.name}.incoming"
+        for left in dest.parent.glob(prefix + "*"):
+            pid = left.name[len(prefix):].lstrip("-").split("-", 1)[0]
+            if not (pid.isdigit() and process_alive(int(pid))):  # older releases staged without a pid
+                shutil.rmtree(left, ignore_errors=True)
+        yield
 
 
 def _sidecar_path(dest: Path) -> Path:
@@ -316,7 +333,6 @@ def _obtain(fspec: FileSpec, dest: Path, mirror: str | None, progress: bool,
     if dl.locations:
         pooch.get_logger().setLevel("WARNING")
         stage = _staging_dir(dest)
-        shutil.rmtree(stage, ignore_errors=True)
         name = dest.name
         known = f"sha256:{fspec.sha256}" if fspec.sha256 else None
         fetcher = pooch.create(path=stage, base_url="", registry={name: known},
@@ -389,7 +405,9 @@ def ensure_source(dataset: str, source: str | None, data_dir: Path, mirror: str 
     for fspec in src.files:
         dest = local_path(Path(data_dir), fspec)
         if _check_existing(dest, fspec) is None:
-            _obtain(fspec, dest, mirror, progress, src.manual)
+            with _exclusive(dest):
+                if _check_existing(dest, fspec) is None:  # another process may have fetched it meanwhile
+                    _obtain(fspec, dest, mirror, progress, src.manual)
         out[fspec.role] = dest
     return out
 
@@ -436,15 +454,16 @@ def download(dataset: str, *, source: str | None = None, data_dir: str | Path | 
     records = []
     for fspec in src.files:
         dest = local_path(root, fspec)
-        sha = None if force else _check_existing(dest, fspec)
-        if sha is not None and fspec.role not in given:
-            status, origin = "cached", str(dest)
-        elif fspec.role in given:
-            sha = _copy_file(given[fspec.role], dest, fspec)
-            status, origin = "copied", str(given[fspec.role])
-        else:
-            sha, origin = _obtain(fspec, dest, mirror, progress, src.manual)
-            status = "downloaded"
+        with _exclusive(dest):
+            sha = None if force else _check_existing(dest, fspec)
+            if sha is not None and fspec.role not in given:
+                status, origin = "cached", str(dest)
+            elif fspec.role in given:
+                sha = _copy_file(given[fspec.role], dest, fspec)
+                status, origin = "copied", str(given[fspec.role])
+            else:
+                sha, origin = _obtain(fspec, dest, mirror, progress, src.manual)
+                status = "downloaded"
         records.append({"role": fspec.role, "path": str(dest), "bytes": dest.stat().st_size,
                         "sha256": sha, "pinned": fspec.sha256 is not None, "status": status,
                         "origin": origin})

@@ -430,7 +430,10 @@ def read_srgnn(files: dict[str, Path], options: dict[str, Any]) -> PublishedSpli
 def _number_items(tokens: list[list[str]]) -> tuple[list[np.ndarray], list[str]]:
     """Keep positive integer ids as they are; otherwise number by first appearance from 1."""
     flat = [t for seq in tokens for t in seq]
-    if flat and all(t.isdigit() for t in flat) and min(int(t) for t in flat) >= 1:
+    dense = bool(flat) and all(t.isascii() and t.isdigit() for t in flat) and min(int(t) for t in flat) >= 1
+    if dense and max(int(t) for t in flat) > max(16 * len(set(flat)), 1 << 20):
+        dense = False  # sparse huge ids (up to 10**12...) would make a catalogue of that size: number them
+    if dense:
         seqs = [np.asarray([int(t) for t in seq], dtype=np.int32) for seq in tokens]
         top = max(int(t) for t in flat)
         keys = [""] + [str(i) for i in range(1, top + 1)]
@@ -469,10 +472,15 @@ def read_sequences(files: dict[str, Path], options: dict[str, Any]) -> UserSeque
 def _read_atomic(path: Path) -> tuple[list[str], list[list[str]]]:
     """A RecBole atomic file: header `name:type` fields, tab-separated rows."""
     _require_file(path)
-    text = path.read_text(encoding="utf-8").splitlines()
+    try:
+        text = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
     if not text:
         raise DataError(f"{path} is empty")
     header = [h.split(":", 1)[0] for h in text[0].split("\t")]
+    if len(set(header)) != len(header):
+        raise DataError(f"{path}: repeated column in the header {text[0]!r}")
     rows = []
     for i, line in enumerate(text[1:], 2):
         if not line.strip():
@@ -523,7 +531,12 @@ def read_recbole(files: dict[str, Path], options: dict[str, Any]) -> UserSequenc
         ts = header.index("timestamp") if "timestamp" in header else None
         grouped: dict[str, list[tuple[float, int, str]]] = {}
         for k, row in enumerate(rows):
-            t = float(row[ts]) if ts is not None else 0.0
+            try:
+                t = float(row[ts]) if ts is not None else 0.0
+            except ValueError:
+                raise DataError(f"{files['inter']}: row {k + 2}: timestamp {row[ts]!r} is not a number") from None
+            if t != t:
+                raise DataError(f"{files['inter']}: row {k + 2}: timestamp is NaN")
             grouped.setdefault(row[u], []).append((t, k, row[it]))
         users = list(grouped)
         seq_tokens = [[x[2] for x in sorted(v)] for v in grouped.values()]
@@ -566,15 +579,24 @@ def _check_windows(seq: list[str], rows: list[tuple[int, int, list[str], str]], 
 
 
 def _read_index(path: Path) -> dict[str, str]:
+    """A RecBole `key<TAB>index` file; indices are integers 0 .. 2**31 - 3 (ours are index + 1)."""
     _require_file(path)
     out: dict[str, str] = {}
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         parts = line.split("\t")
         if len(parts) != 2:
             raise DataError(f"{path}: line {i}: expected `key<TAB>index`")
+        if not (parts[1].isascii() and parts[1].isdigit() and int(parts[1]) < np.iinfo(np.int32).max - 1):
+            raise DataError(f"{path}: line {i}: index {parts[1]!r} is not an integer from 0 to {np.iinfo(np.int32).max - 2}")
         out[parts[0]] = parts[1]
+    if not out:
+        raise DataError(f"{path} has no `key<TAB>index` lines")
     return out
 
 

@@ -31,7 +31,8 @@ def safe_load_pickle(path: str | Path) -> Any:
     try:
         return _PlainUnpickler(io.BytesIO(data)).load()
     except pickle.UnpicklingError as exc:
-        raise DataError(f"{path} is not a plain-data pickle ({exc}); refusing to load it") from None
+        reason = " ".join(str(exc).split())  # some of pickle's messages span two lines
+        raise DataError(f"{path} is not a plain-data pickle ({reason}); refusing to load it") from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
             OverflowError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not a readable pickle: {type(exc).__name__}: {exc}") from None
+        raise DataError(f"{path} is not a readable pickle: {type(exc).__name__}: {' '.join(str(exc).split())}") from None

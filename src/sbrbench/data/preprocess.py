@@ -19,7 +19,7 @@ import numpy as np
 
 from sbrbench import paths
 from sbrbench.data.audit import audit_dataset, audit_summary
-from sbrbench.data.dataset import ProcessedDataset
+from sbrbench.data.dataset import ProcessedDataset, restore_interrupted_swap
 from sbrbench.data.download import ensure_source, verified_sha256
 from sbrbench.data.formats import FORMATS, discover_files, read_format
 from sbrbench.data.protocols import PROTOCOLS, get_protocol
@@ -114,6 +114,7 @@ def _run(name: str, protocol: str, fmt: str, files: dict[str, Path], opts: dict[
          root: Path, valid_fraction: float, checksums: dict[str, str], origin: dict[str, Any]
          ) -> tuple[ProcessedDataset, dict[str, Any]]:
     proto = get_protocol(protocol)
+    restore_interrupted_swap(paths.processed_dir(root, name, protocol))  # before anything can fail
     data = read_format(fmt, files, opts)
     ds = proto.build(data, name, valid_fraction=valid_fraction, options=opts)
     long_session = int(opts.get("long_session", LONG_SESSION))

@@ -34,7 +34,8 @@ def read_pairs(path: str | Path) -> tuple[list[list[int]], list[int]]:
     obj = safe_load_pickle(path)
     if not isinstance(obj, (list, tuple)) or len(obj) < 2:
         raise DataError(f"{path}: expected a (prefixes, targets) pair")
-    if len(obj) == 4 and len(obj[1]) == len(obj[2]) and obj[1] and isinstance(obj[1][0], list):
+    if (len(obj) == 4 and isinstance(obj[1], (list, tuple)) and isinstance(obj[2], (list, tuple))
+            and len(obj[1]) == len(obj[2]) and obj[1] and isinstance(obj[1][0], list)):
         obj = (obj[1], obj[2])  # CCGNN layout: (session_ids, prefixes, targets, timestamps)
     prefixes = _check_int_seqs(obj[0], "prefixes", path)
     targets = obj[1]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from sbrbench import paths
-from sbrbench.data.dataset import ProcessedDataset, manifest_checksum
+from sbrbench.data.dataset import ProcessedDataset, manifest_checksum, restore_interrupted_swap
 from sbrbench.data.registry import load_registry
 from sbrbench.errors import DataError, SbrError
 from sbrbench.registry import unknown_name_message
@@ -29,6 +29,9 @@ def resolve_protocol(name: str, protocol: str | None, root: Path) -> str:
     if name in reg:
         return reg[name].default_protocol
     base = root / "processed" / name
+    if base.is_dir():  # a killed re-preprocess may have left a protocol's dataset aside
+        for aside in base.glob(".*.old-*"):
+            restore_interrupted_swap(base / aside.name[1:].split(".old-", 1)[0])
     done = sorted(p.name for p in base.glob("*") if (p / "manifest.json").is_file()) if base.is_dir() else []
     if len(done) == 1:
         return done[0]
@@ -44,12 +47,14 @@ def processed_location(
 ) -> Path:
     """The directory of a processed dataset given by name (+ protocol) or path; it must exist."""
     as_path = Path(name_or_path).expanduser()
+    restore_interrupted_swap(as_path)  # a killed re-preprocess's dataset, put back (it leaves no directory)
     if (as_path / "manifest.json").is_file():
         return as_path
     name = str(name_or_path)
     root = paths.data_dir(data_dir)
     proto = resolve_protocol(name, protocol, root)
     d = paths.processed_dir(root, name, proto)
+    restore_interrupted_swap(d)
     if not (d / "manifest.json").is_file():
         raise DataError(f"dataset {name} (protocol {proto}) is not processed yet: run `sbrbench preprocess {name}"
                         + (f" --protocol {proto}" if protocol else "") + "`")

@@ -28,5 +28,6 @@ from sbrbench.models import cmgnn  # noqa: F401,E402
 from sbrbench.models import gcegnn  # noqa: F401,E402
 from sbrbench.models import tagnn, tagnnpp, tagnnpp_released  # noqa: F401,E402
 from sbrbench.models import bprmf, csrm, fpmc, gcsan, gru4rec, lessr, narm, repeatnet, stamp  # noqa: F401,E402
+from sbrbench.models import dgtn  # noqa: F401,E402
 from sbrbench.models import macl, macl_code  # noqa: F401,E402
 from sbrbench.models import cl4srec, comirec_sa, duorec, mclsr, sasrec  # noqa: F401,E402

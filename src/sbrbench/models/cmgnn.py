@@ -47,7 +47,7 @@ view is used alone (fusion has nothing to fuse and is not built); without both t
 the raw embeddings. Dropping `hgcn` also switches `cl` off: there is no second view. H-GCN has no
 parameters; its switch removes the hypergraph buffers and the contrastive term.
 
-Each forward looks up the embedding table once (`_Lookup`: the distinct ids of the session nodes
+Each forward looks up the embedding table once (`layers.UniqueLookup`: the distinct ids of the session nodes
 and the neighbour trees), so the backward builds one dense embedding gradient for them besides
 the score product's.
 """
@@ -72,7 +72,10 @@ from sbrbench.models.layers import (
     RelationalGraphAttention,
     ReversedPositionReadout,
     SessionAwareNeighbourAggregator,
+    UniqueLookup,
     aggregate_neighbour_tree,
+    catalogue_scores,
+    in_row_slices,
     overwritten_init,
     reset_children_,
     reverse_prefixes,
@@ -294,21 +297,6 @@ class HypergraphRows(nn.Module):
         return total / (layers + 1)
 
 
-class _Lookup:
-    """One embedding lookup per forward pass: the distinct ids' rows, then `lookup(ids)` by position.
-
-    Every consumer indexes the same (U, d) rows, so the backward builds one dense embedding
-    gradient (plus the score product's) instead of one per lookup.
-    """
-
-    def __init__(self, embedding: nn.Embedding, ids: torch.Tensor) -> None:
-        self.ids = torch.unique(ids)
-        self.rows = embedding(self.ids)
-
-    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.rows[torch.searchsorted(self.ids, ids)]
-
-
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over dimension 1 of x (B, L, d) counting only positions where mask (B, L) is set."""
     m = mask.unsqueeze(-1).to(x.dtype)
@@ -331,6 +319,9 @@ class CMGNN(Model):
     }
     components: ClassVar[frozenset[str]] = frozenset({"lgcn", "ggcn", "hgcn", "fusion", "cl"})
     needs_graph: ClassVar[bool] = True
+    # evaluation encodes this many sessions at a time (as GCE-GNN): the neighbour trees of a slice
+    # stay in cache
+    eval_slice: ClassVar[int] = 100
 
     def __init__(self, n_items: int, params: CMGNNParams | None = None) -> None:
         super().__init__(n_items, params)
@@ -403,7 +394,9 @@ class CMGNN(Model):
         return NeighbourTree.build(nodes[b_idx, n_idx], b_idx, self._require("nbr_items"), self._require("nbr_weights"),
                                    len(self.ggcn))
 
-    def global_view(self, nodes: torch.Tensor, tree: NeighbourTree, lookup: _Lookup, session: torch.Tensor) -> torch.Tensor:
+    def global_view(
+        self, nodes: torch.Tensor, tree: NeighbourTree, lookup: UniqueLookup, session: torch.Tensor
+    ) -> torch.Tensor:
         """G-GCN: `ggcn_layers` rounds of session-aware aggregation over the neighbour trees (B, N, d).
 
         `session` (B, d) is each session's mean click embedding. The trees are rooted at the real
@@ -425,7 +418,9 @@ class CMGNN(Model):
             raise SbrError("cmgnn needs its dataset graphs: call model.prepare(dataset, splits) before use")
         return self.hyper
 
-    def high_order_session(self, seq: torch.Tensor, mask: torch.Tensor, lookup: _Lookup | None = None) -> torch.Tensor:
+    def high_order_session(
+        self, seq: torch.Tensor, mask: torch.Tensor, lookup: UniqueLookup | None = None
+    ) -> torch.Tensor:
         """s_h (B, d): average pooling of the H-GCN item representations over each prefix.
 
         `lookup` (the forward pass's embedding lookup, holding every clicked item) supplies the
@@ -441,7 +436,11 @@ class CMGNN(Model):
 
     # ---- forward -----------------------------------------------------------------------------------
     def _encode(self, batch: Batch, high_order: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """s_p (B, d) from the fused local and global views, and s_h when `high_order`."""
+        """s_p (B, d) from the fused local and global views, and s_h when `high_order`.
+
+        In evaluation mode s_p is computed `eval_slice` sessions at a time (`layers.in_row_slices`:
+        rows are independent), so that the neighbour-tree tensors of a slice stay in cache.
+        """
         from sbrbench.batching import session_graphs
 
         p: CMGNNParams = self.params
@@ -449,10 +448,22 @@ class CMGNN(Model):
         if nodes is None or alias is None or seq.shape[1] > p.max_position:
             seq, mask, lengths = keep_recent(seq, lengths, p.max_position)
             nodes, alias, _, _ = session_graphs(seq, lengths, mask)
+        if not (self.training or high_order):
+            s_p = in_row_slices(lambda *rows: self._pairwise(*rows)[0], self.eval_slice, mask, lengths, nodes, alias)
+            return s_p, None
+        s_p, lookup = self._pairwise(mask, lengths, nodes, alias)
+        return s_p, (self.high_order_session(seq, mask, lookup) if high_order else None)
+
+    def _pairwise(
+        self, mask: torch.Tensor, lengths: torch.Tensor, nodes: torch.Tensor, alias: torch.Tensor
+    ) -> tuple[torch.Tensor, UniqueLookup]:
+        """s_p (B, d) and the forward pass's embedding lookup."""
+        p: CMGNNParams = self.params
         rev_alias = reverse_prefixes(alias, lengths, mask)
         tree = self.neighbour_tree(nodes) if self.ggcn is not None else None
         # one lookup for the session nodes (which hold every clicked item) and the neighbour trees
-        lookup = _Lookup(self.embedding, nodes.reshape(-1) if tree is None else torch.cat([nodes.reshape(-1), tree.items()]))
+        ids = nodes.reshape(-1) if tree is None else torch.cat([nodes.reshape(-1), tree.items()])
+        lookup = UniqueLookup(self.embedding, ids)
         h0 = lookup(nodes)
         views = []
         if self.lgcn is not None:
@@ -468,8 +479,7 @@ class CMGNN(Model):
         else:
             hidden = views[0] if len(views) == 1 else views[0] + views[1]
         rev_hidden = hidden.gather(1, rev_alias.unsqueeze(2).expand(-1, -1, hidden.shape[2]))
-        s_p = self.readout(rev_hidden, mask)
-        return s_p, (self.high_order_session(seq, mask, lookup) if high_order else None)
+        return self.readout(rev_hidden, mask), lookup
 
     def session_embedding(self, batch: Batch) -> torch.Tensor:
         """The pairwise session vector s_p (B, d) from the fused local and global views."""
@@ -479,9 +489,7 @@ class CMGNN(Model):
         """Scores (B, n_items) of s_p against the layer-0 embeddings; stashes both views when training."""
         s_p, s_h = self._encode(batch, self.use_cl and self.training)
         self._views = None if s_h is None else (s_p, s_h)
-        scores = s_p @ self.embedding.weight.t()
-        scores[:, 0] = float("-inf")
-        return scores
+        return catalogue_scores(s_p, self.embedding.weight)
 
     def extra_loss(self, batch: Batch, scores: torch.Tensor) -> torch.Tensor | None:
         """`beta * InfoNCE(s_p, s_h)` of the last training forward (None when CL is off)."""

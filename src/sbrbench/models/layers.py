@@ -2,7 +2,8 @@
 four-relation session graph, relational graph attention, session-aware neighbour aggregator (and
 `aggregate_neighbour_tree`, its layer-by-layer loop over the sampled-neighbour trees with the first
 layer's attention computed once per distinct (session, item)), reversed-position readout and
-neighbour sampling (also used by CM-GNN).
+neighbour sampling (also used by CM-GNN); `UniqueLookup`, one embedding lookup per forward; and
+`catalogue_scores`, the full-catalogue score product with the padding column masked.
 
 Initialisation: every layer initialises itself. Its `reset_parameters()` (re-)initialises all of
 its parameters: PyTorch sub-modules with PyTorch's defaults, its own `nn.Parameter`s as the
@@ -104,7 +105,8 @@ class GatedGraphCell(nn.Module):
     with `a = [a^{in}; a^{out}]`, applied `steps` times.
 
     Shapes:
-        adj_in, adj_out (B, N, N); hidden (B, N, d) → (B, N, d).
+        adj_in, adj_out (B, N, N); hidden (B, N, d) → (B, N, d); `packed`: hidden (R, d),
+        rows, cols (R,) → (R, d).
     """
 
     def __init__(self, dim: int, steps: int = 1) -> None:
@@ -131,10 +133,13 @@ class GatedGraphCell(nn.Module):
         """One propagation step."""
         a_in = torch.matmul(adj_in, self.edge_in(hidden)) + self.b_in
         a_out = torch.matmul(adj_out, self.edge_out(hidden)) + self.b_out
-        gi = F.linear(torch.cat([a_in, a_out], 2), self.w_ih, self.b_ih)
+        return self._gru(torch.cat([a_in, a_out], -1), hidden)
+
+    def _gru(self, a: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        gi = F.linear(a, self.w_ih, self.b_ih)
         gh = F.linear(hidden, self.w_hh, self.b_hh)
-        i_r, i_z, i_n = gi.chunk(3, 2)
-        h_r, h_z, h_n = gh.chunk(3, 2)
+        i_r, i_z, i_n = gi.chunk(3, -1)
+        h_r, h_z, h_n = gh.chunk(3, -1)
         reset = torch.sigmoid(i_r + h_r)
         update = torch.sigmoid(i_z + h_z)
         new = torch.tanh(i_n + reset * h_n)
@@ -144,6 +149,25 @@ class GatedGraphCell(nn.Module):
         """`steps` propagation steps."""
         for _ in range(self.steps):
             hidden = self.step(adj_in, adj_out, hidden)
+        return hidden
+
+    def packed(
+        self, adj_in: torch.Tensor, adj_out: torch.Tensor, hidden: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+    ) -> torch.Tensor:
+        """`forward` on the real nodes only: `forward(adj_in, adj_out, H)[rows, cols]` where `hidden`
+        (R, d) holds the rows of H at the real nodes (rows, cols) of the (B, N) node grid.
+
+        Padding nodes have no edges, so they never reach a real node; only the two adjacency
+        products use the (B, N) grid (zeros at the padding), every per-node product runs on R rows.
+        """
+        d = self.dim
+        bsz, n = adj_in.shape[0], adj_in.shape[1]
+        for _ in range(self.steps):
+            msg = torch.cat([self.edge_in(hidden), self.edge_out(hidden)], -1)
+            grid = hidden.new_zeros(bsz, n, 2 * d).index_put((rows, cols), msg)
+            a_in = torch.bmm(adj_in, grid[..., :d])[rows, cols] + self.b_in
+            a_out = torch.bmm(adj_out, grid[..., d:])[rows, cols] + self.b_out
+            hidden = self._gru(torch.cat([a_in, a_out], -1), hidden)
         return hidden
 
 
@@ -157,7 +181,8 @@ class SoftAttentionReadout(nn.Module):
     No softmax over positions (as in the official code); padded positions are masked out.
 
     Shapes:
-        seq_hidden (B, L, d); mask (B, L) bool; lengths (B,) → (B, d).
+        seq_hidden (B, L, d); mask (B, L) bool; lengths (B,) → (B, d); `packed`: pos_hidden (P, d),
+        pos_rows (P,), last (B, d) → (B, d).
     """
 
     def __init__(self, dim: int, hybrid: bool = True, use_global: bool = True) -> None:
@@ -186,6 +211,79 @@ class SoftAttentionReadout(nn.Module):
         if self.transform is not None:
             return self.transform(torch.cat([s_g, last], 1))
         return s_g
+
+    def packed(self, pos_hidden: torch.Tensor, pos_rows: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """`forward` on the real positions only: `pos_hidden` (P, d) of the positions of sessions
+        `pos_rows` (P,), `last` (B, d) each session's last position."""
+        if self.q is not None and self.w_last is not None and self.w_pos is not None:
+            alpha = self.q(torch.sigmoid(self.w_last(last).index_select(0, pos_rows) + self.w_pos(pos_hidden)))
+            s_g = torch.zeros_like(last).index_add(0, pos_rows, alpha * pos_hidden)
+        else:
+            s_g = torch.zeros_like(last)
+        if self.transform is not None:
+            return self.transform(torch.cat([s_g, last], 1))
+        return s_g
+
+
+# ---- scoring the catalogue ----------------------------------------------------------------------
+class _CatalogueScores(torch.autograd.Function):
+    """`s @ W^T` with column 0 set to -inf; the backward skips column 0 without copying the gradient."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, session: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(session, table)
+        scores = session @ table.t()
+        scores[:, 0] = float("-inf")
+        return scores
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        session, table = ctx.saved_tensors  # type: ignore[attr-defined]
+        g = grad[:, 1:]
+        d_session = d_table = None
+        if ctx.needs_input_grad[0]:  # type: ignore[attr-defined]
+            d_session = g @ table[1:]
+        if ctx.needs_input_grad[1]:  # type: ignore[attr-defined]
+            d_table = torch.empty_like(table)
+            d_table[0] = 0
+            torch.mm(g.t(), session, out=d_table[1:])
+        return d_session, d_table
+
+
+def catalogue_scores(session: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    r"""Scores of every item, :math:`\hat y = s\, V^\top`, with column 0 (padding) set to -inf.
+
+    The value of `scores = session @ table.t(); scores[:, 0] = -inf`; when a gradient is needed the
+    backward takes the two products `dS[:, 1:] V[1:]` and `dS[:, 1:]^T s` directly (row 0 of the
+    table's gradient is 0), so no (B, |V|) copy of the gradient is made. Under autocast, or for
+    other than 2-D inputs, it is the plain product.
+
+    Shapes:
+        session (B, d); table (|V|, d) → (B, |V|).
+    """
+    if session.dim() != 2 or torch.is_autocast_enabled(session.device.type) or not (
+        torch.is_grad_enabled() and (session.requires_grad or table.requires_grad)
+    ):
+        scores = session @ table.t()
+        scores[..., 0] = float("-inf")
+        return scores
+    return _CatalogueScores.apply(session, table)
+
+
+def in_row_slices(fn: Callable[..., torch.Tensor], size: int, *rows: torch.Tensor) -> torch.Tensor:
+    """`fn(*rows)` for a row-wise independent `fn`, computed `size` rows at a time and concatenated.
+
+    For evaluation of models whose per-batch intermediates grow faster than the batch (padded
+    session graphs, neighbour trees): slices keep them small enough to stay in cache.
+
+    Shapes:
+        rows[i] (B, ...) → fn's output (B, ...).
+    """
+    n = rows[0].shape[0]
+    if n <= size:
+        return fn(*rows)
+    return torch.cat([fn(*(r[i : i + size] for r in rows)) for i in range(0, n, size)])
 
 
 # ---- GCE-GNN --------------------------------------------------------------------------------------
@@ -319,6 +417,24 @@ class SessionAwareNeighbourAggregator(nn.Module):
         if self.attention:
             keys = self.keys(session.view(session.shape[0], 1, 1, self.dim), neighbours)
         return self.combine(self_vectors, self.pool(neighbours, weights, keys))
+
+
+class UniqueLookup:
+    """One embedding lookup per forward pass: the distinct ids' rows, then `lookup(ids)` by position.
+
+    Every consumer indexes the same (U, d) rows, so the backward builds one dense embedding
+    gradient (plus the score product's) instead of one per lookup.
+
+    Shapes:
+        ids (any) at construction; `lookup(ids)` (any shape) → shape + (d,).
+    """
+
+    def __init__(self, embedding: nn.Embedding, ids: torch.Tensor) -> None:
+        self.ids = torch.unique(ids)
+        self.rows = embedding(self.ids)
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.rows[torch.searchsorted(self.ids, ids)]
 
 
 @dataclass

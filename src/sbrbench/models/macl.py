@@ -225,12 +225,22 @@ class MACLBase(Model):
         h = with_zero_row(table)[batch.seq]
         return self.encoder(h, batch.mask, batch.lengths, self._p(self.params.attn_dropout))
 
+    def session_scores(self, full: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Session vectors (B, d) read through a zero-prepended item table `full` (N + 1, d), and
+        their scores (B, n_items) against it; column 0 is -inf."""
+        sess = self.encoder(full[batch.seq], batch.mask, batch.lengths, self._p(self.params.attn_dropout))
+        scores = sess @ full.t()
+        scores[:, 0] = float("-inf")
+        return sess, scores
+
+    def supervised_loss(self, items: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Session vectors (B, d) and the cross-entropy of their scores against `items` (N, d)."""
+        sess, scores = self.session_scores(with_zero_row(items), batch)
+        return sess, F.cross_entropy(scores, batch.targets)
+
     def forward(self, batch: Batch) -> torch.Tensor:
         """Scores (B, n_items) against the fused item embeddings; column 0 is -inf."""
-        items = with_zero_row(self.item_table(self.view_tables()))
-        scores = self.encoder(items[batch.seq], batch.mask, batch.lengths, self._p(self.params.attn_dropout)) @ items.t()
-        scores[:, 0] = float("-inf")
-        return scores
+        return self.session_scores(with_zero_row(self.item_table(self.view_tables())), batch)[1]
 
 
 # ---- the paper reading -------------------------------------------------------------------------------
@@ -401,11 +411,7 @@ class MACL(MACLBase):
         p: MACLParams = self.params
         views = self.view_tables()
         items = self.item_table(views)
-        full = with_zero_row(items)
-        sess = self.encoder(full[batch.seq], batch.mask, batch.lengths, self._p(p.attn_dropout))
-        scores = sess @ full.t()
-        scores[:, 0] = float("-inf")
-        loss = F.cross_entropy(scores, batch.targets)
+        sess, loss = self.supervised_loss(items, batch)
         if self.item_proj is not None and p.alpha > 0:
             loss = loss + p.alpha * self.item_cl(items, views, batch)
         if self.sess_proj is not None and p.beta > 0:

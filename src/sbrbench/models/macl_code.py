@@ -181,11 +181,7 @@ class MACLCode(MACLBase):
         draws = draws if draws is not None else self.draw(batch.seq.shape[0], batch.seq.device)
         views = self.view_tables()
         items = self.item_table(views)
-        full = with_zero_row(items)
-        sess = self.encoder(full[batch.seq], batch.mask, batch.lengths, self._p(p.attn_dropout))
-        scores = sess @ full.t()
-        scores[:, 0] = float("-inf")
-        loss = F.cross_entropy(scores, batch.targets)
+        sess, loss = self.supervised_loss(items, batch)
         return loss + p.alpha * self.item_cl(items, views, draws) + p.beta * self.sess_cl(sess, views, batch, draws)
 
     def _lambda(self, mlp: TanhMLP, a: torch.Tensor, pos: torch.Tensor, neg_mean: torch.Tensor) -> torch.Tensor:

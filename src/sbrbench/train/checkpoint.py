@@ -41,15 +41,14 @@ class Checkpointer:
 
     def __init__(self, run: RunDir) -> None:
         self.run = run
+        self.best_sha256: str | None = None
 
     def save(self, model: Model, optimizer: torch.optim.Optimizer, scheduler: Any, stopping: EarlyStopping,
              progress: TrainingProgress, *, best: bool) -> None:
-        """Checkpoint after an epoch (`best`: also keep these weights as the selected ones)."""
+        """Checkpoint after an epoch (`best`: also keep these weights as the selected ones); a kill
+        at any moment leaves this checkpoint or the previous one, whole (`RunDir.commit_checkpoint`)."""
         self.run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        if best:
-            self.run.save_weights(model, "best")
-        self.run.save_weights(model, "model")
-        self.run.save_state({
+        weights = self.run.commit_checkpoint(model, {
             "version": STATE_VERSION,
             "epoch": progress.epoch,
             "optimizer": optimizer.state_dict(),
@@ -59,16 +58,20 @@ class Checkpointer:
             "train_seconds": progress.train_seconds,
             "eval_seconds": progress.eval_seconds,
             "rng": rng_state(),
-        })
+        }, best=best, best_sha256=self.best_sha256)
+        self.best_sha256 = weights["best"]
 
     def restore(self, model: Model, optimizer: torch.optim.Optimizer, scheduler: Any, stopping: EarlyStopping,
                 device: str) -> TrainingProgress | None:
-        """Load the last checkpoint into the given objects; None when the run has none."""
+        """Load the last complete checkpoint into the given objects; None when the run has none."""
         state = self.run.load_state()
         if state is None:
             return None
         if state.get("version") != STATE_VERSION:
             raise DataError(f"{self.run.state_path} was written by another version of sbrbench; start a new run")
+        self.run.settle_checkpoint(state)
+        weights = state.get("weights")
+        self.best_sha256 = weights.get("best") if isinstance(weights, dict) else None
         self.run.load_weights(model, "model", device)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
