@@ -46,6 +46,17 @@ def test_every_declared_search_space_names_settings_of_its_model_and_valid_value
                 assert got == v, f"{name}: {key}={v!r} became {got!r}"
 
 
+def test_trial_zero_is_the_default_configuration_where_the_space_holds_it() -> None:
+    from sbrbench.models.search import Choice, FloatRange, IntRange, contains
+    from sbrbench.tune import default_trial, search_space
+
+    assert default_trial("srgnn", "diginetica", {}, search_space("srgnn")) == {
+        "lr": 1e-3, "l2": 1e-5, "dim": 100, "step": 1}
+    assert default_trial("srgnn", "diginetica", {"dim": 50}, {"lr": FloatRange(1e-2, 1e-1)}) == {}  # 1e-3 outside
+    assert contains(IntRange(20, 200, step=20), 120) and not contains(IntRange(20, 200, step=20), 130)
+    assert contains(Choice("a", 1), 1) and not contains(Choice(1, 2), True) and not contains(FloatRange(0, 1), "x")
+
+
 def test_a_model_without_a_search_space_gets_a_clear_error(tmp_path: Path) -> None:
     from sbrbench.tune import tune
 
@@ -76,6 +87,9 @@ def test_tune_sknn_on_local_ray_records_its_study_and_the_tuned_runs(data_dir: P
     assert out["budget"] == 4 and out["budget_label"] == "tuned, 4 trials" and "local Ray instance" in out["runner"]
     study = optuna.load_study(study_name="sknn-diginetica-sample", storage=out["storage"])
     assert len(study.trials) == 4 and out["best"]["number"] == study.best_trial.number
+    from sbrbench.tune import default_trial, search_space
+
+    assert study.trials[0].params == default_trial("sknn", "diginetica-sample", {}, search_space("sknn")) != {}
     assert Path(out["files"]["study"]).is_file() and out["best"]["metric"] == "MRR@20"
     # trials are selected on validation only: their runs lie apart from the leaderboard's
     trial_runs = list(tmp_path.glob("tune/sknn-diginetica-sample/runs/*/sknn/*/metrics.json"))

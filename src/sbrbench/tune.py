@@ -2,6 +2,9 @@
 
 * The search space is the model's own (`Model.search_space`, `sbrbench.models.search`); a model
   without one gets a one-line error. `--set` pins settings (a pinned key leaves the space).
+* Trial 0 of a new study is the model's default configuration for the dataset (`default_trial`),
+  so the budget always includes the untuned point and tuning can only improve on it (on
+  validation).
 * Optuna's TPE sampler (or random search), seeded; median pruning of neural trials on their
   per-epoch validation metric: the Trainer reports each epoch through a `TrainingCallback`
   (`PruningCallback`) that asks the study and raises `TrialPruned` — the Trainer knows nothing of
@@ -35,7 +38,7 @@ from sbrbench import paths
 from sbrbench.budget import TUNE_NOTE, budget_label
 from sbrbench.errors import SbrError
 from sbrbench.models import MODELS, resolve_config
-from sbrbench.models.search import Choice, FloatRange, IntRange, describe_space
+from sbrbench.models.search import Choice, FloatRange, IntRange, contains, describe_space
 from sbrbench.results import RunDir
 from sbrbench.runner import Runner, check_installed, invoke, open_runner
 from sbrbench.study import StudyServer, best_trial, load_study, open_study, quiet_optuna, state_counts, used_trials
@@ -87,6 +90,20 @@ def search_space(model: str) -> dict[str, Any]:
         raise SbrError(f"{cls.name} declares no search space (Model.search_space), so it cannot be tuned; "
                        f"models that can: {', '.join(tunable) or '(none)'}")
     return space
+
+
+def default_trial(model: str, dataset: str, fixed: dict[str, Any], space: dict[str, Any]) -> dict[str, Any]:
+    """The model's defaults for `dataset` (what an untuned `sbrbench train` uses) on the dimensions of
+    `space` that contain them. Trial 0 of every study, so a tuned configuration is never one that
+    does worse on validation than the defaults; dimensions whose default lies outside the space are
+    left to the sampler."""
+    mc = resolve_config(model, dataset, fixed)
+    out: dict[str, Any] = {}
+    for key, dim in space.items():
+        value = getattr(mc.params, key) if hasattr(mc.params, key) else getattr(mc.train, key, None)
+        if value is not None and contains(dim, value):
+            out[key] = value
+    return out
 
 
 def distributions(space: dict[str, Any]) -> dict[str, Any]:
@@ -173,6 +190,8 @@ def tune(
              "fixed": {k: str(v) for k, v in sorted(fixed.items())}, "space": describe_space(space),
              "max_train_examples": max_train_examples, "trial_seed": seed, "sampler": sampler, "prune": prune}
     study = open_study(storage, study_name, setup)
+    if not study.trials:  # a new study: its first trial is the untuned configuration
+        study.enqueue_trial(default_trial(mname, dataset, fixed, space))
     used = used_trials(study)
     remaining = max(trials - used, 0)
     del study  # from here on only the StudyServer touches the file

@@ -186,8 +186,10 @@ class DGTN(Model):
     }
     components: ClassVar[frozenset[str]] = frozenset({"inter", "intra"})
     needs_graph: ClassVar[bool] = False
+    # l2 is Adam's weight decay on every parameter, the item table (the output layer) included: at
+    # 3e-4 and above SR-GNN learned nothing in 3 epochs on Diginetica (valid HR@20 < 3 %)
     search_space: ClassVar[dict[str, Any]] = {
-        "lr": FloatRange(1e-4, 1e-2, log=True), "l2": FloatRange(1e-7, 1e-3, log=True),
+        "lr": FloatRange(1e-4, 1e-2, log=True), "l2": FloatRange(1e-7, 1e-4, log=True),
         "dim": Choice(50, 100, 150), "k": IntRange(20, 200, step=20),
     }
 

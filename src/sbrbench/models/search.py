@@ -88,3 +88,14 @@ SearchDim = IntRange | FloatRange | Choice
 def describe_space(space: dict[str, Any]) -> dict[str, str]:
     """A human description of each dimension, e.g. {"k": "int [20, 1000] log"}."""
     return {k: v.describe() for k, v in space.items()}
+
+
+def contains(dim: IntRange | FloatRange | Choice, value: Any) -> bool:
+    """Whether `value` is a point of the search-space entry `dim` (e.g. a model's default)."""
+    if isinstance(dim, Choice):
+        return any(type(c) is type(value) and c == value for c in dim.choices)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(dim, IntRange):
+        return float(value).is_integer() and dim.low <= value <= dim.high and (int(value) - dim.low) % dim.step == 0
+    return dim.low <= float(value) <= dim.high
