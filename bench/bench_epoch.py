@@ -69,7 +69,7 @@ def bench_model(name: str, ds, ds_dir: Path, device: str, seconds: float, precis
     model = model.to(device)
     items = item_tensor(ds, device)
     fit = training_source(model, ds, ("train",), device, items=items)
-    opt = make_optimizer(model, mc.train.lr, mc.train.l2)
+    opt = model.configure_optimizer(mc.train.lr, mc.train.l2) or make_optimizer(model, mc.train.lr, mc.train.l2)
     bs = mc.train.batch_size
     batches = fit.batches(bs, generator=torch.Generator().manual_seed(0))
     model.train()

@@ -169,18 +169,33 @@ def leaderboard(
 
     n_cost = len(COST_COLUMNS)  # the cost columns go into a table of their own below
     shown = [i for i in range(len(header) - n_cost) if any(row[i] for row in rows)]  # drop all-empty columns
-    t = Table(title=f"sbrbench leaderboard ({lb.split} split, %, mean ± std over seeds)")
+    # a descriptive column with one value in every row goes to the caption: the table fits 80 columns
+    same = {header[i]: rows[0][i] for i in shown if rows and header[i] in ("dataset", "protocol", "selection",
+                                                                           "tuning budget", "n")
+            and len({row[i] for row in rows}) == 1}
+    shown = [i for i in shown if header[i] not in same]
+    t = Table(title=f"sbrbench leaderboard ({lb.split} split, %, mean ± std over seeds)",
+              caption="; ".join(f"{k}: {v}" for k, v in same.items()) or None)
     for i in shown:
-        t.add_column(header[i], justify="right" if "%" in header[i] or header[i] == "n" else "left")
+        name = "paper" if header[i].endswith(" published (%)") else header[i]
+        t.add_column(name, justify="right" if "%" in header[i] or header[i] == "n" else "left")
     for r, cells in zip(lb.rows, rows):
         t.add_row(*(cells[i] for i in shown), style="yellow" if r["select_on"] == "test" else None)
     con.print(t)
     if lb.rows:
-        ct = Table(title="cost (from the run records, mean over seeds)")
-        for h in ["dataset", "model", "selection"] + header[len(header) - n_cost:]:
-            ct.add_column(h, justify="left" if h in ("dataset", "model", "selection", "device") else "right")
-        for r, cells in zip(lb.rows, rows):
-            ct.add_row(r["dataset"], r["model"], r["select_on"], *cells[len(header) - n_cost:])
+        names = ["dataset", "model", "selection"] + header[len(header) - n_cost:]
+        grid = [[r["dataset"], r["model"], r["select_on"], *cells[len(header) - n_cost:]]
+                for r, cells in zip(lb.rows, rows)]
+        const = {j: grid[0][j] for j, h in enumerate(names)
+                 if h != "model" and len({g[j] for g in grid}) == 1}
+        cols = [j for j in range(len(names)) if j not in const]
+        ct = Table(title="cost (from the run records, mean over seeds)",
+                   caption="; ".join(f"{names[j]}: {v}" for j, v in const.items()) or None)
+        for j in cols:
+            ct.add_column(names[j], justify="left" if names[j] in ("dataset", "model", "selection", "device")
+                          else "right")
+        for g in grid:
+            ct.add_row(*(g[j] for j in cols))
         con.print(ct)
         con.print(f"marks: {MARK_LEGEND.replace('`', '')}")
     if any(r["select_on"] == "test" for r in lb.rows):
