@@ -10,13 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from sbrbench.data.dataset import ProcessedDataset, augment_all_prefixes, from_sequences
 from sbrbench.data.registry import get_dataset
 from sbrbench.leaderboard import build_leaderboard
 from sbrbench.results import RunDir
+from toy_data import random_sessions, split_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVER = REPO / "tests" / "fault_driver.py"
@@ -50,14 +49,8 @@ def _finish(p: subprocess.Popen[str]) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(2)
-    sessions = [rng.integers(1, 40, size=int(rng.integers(2, 7))).tolist() for _ in range(150)]
-    items, offsets, n_items = from_sequences("small", "t", sessions)
-    idx = np.arange(150)
-    splits = {"train": augment_all_prefixes(offsets, idx[:110]), "valid": augment_all_prefixes(offsets, idx[110:130]),
-              "test": augment_all_prefixes(offsets, idx[130:])}
     d = tmp_path_factory.mktemp("data") / "small"
-    ProcessedDataset("small", "t", n_items, items, offsets, splits).save(d)
+    split_dataset("small", random_sessions(150, 40, seed=2, max_len=6), (110, 130)).save(d)
     return d
 
 

@@ -27,10 +27,11 @@ import torch
 from safetensors.torch import load_file
 
 from sbrbench.cli import main as cli_main
-from sbrbench.data.dataset import ProcessedDataset, augment_all_prefixes, from_sequences
+from sbrbench.data.dataset import ProcessedDataset
 from sbrbench.errors import DataError, DiskFullError, SbrError
 from sbrbench.results import RunDir
 from sbrbench.train import train
+from toy_data import chain_sessions, split_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVER = REPO / "tests" / "fault_driver.py"
@@ -59,17 +60,8 @@ def _train_args(data: Path, results: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(1)
-    sessions = []
-    for _ in range(150):
-        start = int(rng.integers(1, 40))
-        sessions.append([(start + k) % 40 + 1 for k in range(int(rng.integers(2, 7)))])
-    items, offsets, n_items = from_sequences("small", "t", sessions)
-    idx = np.arange(150)
-    splits = {"train": augment_all_prefixes(offsets, idx[:110]), "valid": augment_all_prefixes(offsets, idx[110:130]),
-              "test": augment_all_prefixes(offsets, idx[130:])}
     d = tmp_path_factory.mktemp("data") / "small"
-    ProcessedDataset("small", "t", n_items, items, offsets, splits).save(d)
+    split_dataset("small", chain_sessions(150, 40, seed=1, max_len=6), (110, 130)).save(d)
     return d
 
 
