@@ -17,9 +17,9 @@ from sbrbench.batching import ExampleSource
 from sbrbench.data.dataset import ProcessedDataset, augment_all_prefixes, from_sequences
 from sbrbench.data.subset import top_items_subset
 from sbrbench.errors import SbrError
-from sbrbench.evaluate import score_examples
 from sbrbench.models import create_model, resolve_config
 from sbrbench.optim import make_optimizer
+from learning_check import train_then_vs_pop
 
 TRAIN = [[1, 2, 3, 2], [2, 3, 4], [5, 1, 2], [3, 4, 5, 6], [2, 2, 3], [7, 1], [1, 2, 4, 3, 1], [6, 5, 4],
          [2, 3], [8, 8, 2, 3], [4, 5], [1, 3, 2, 5, 7]]
@@ -241,17 +241,7 @@ def test_learns_on_real_data_and_beats_pop(diginetica, one_thread: None) -> None
     model.prepare(sub, ("train",))
     opt = make_optimizer(model, 3e-3, 1e-5)
     fit = ExampleSource.from_dataset(sub, "train")
-    model.train()
-    for i, batch in enumerate(fit.batches(128, generator=torch.Generator().manual_seed(0))):
-        if i == 200:
-            break
-        opt.zero_grad()
-        model.training_loss(batch).backward()
-        opt.step()
-    test = ExampleSource.from_dataset(sub, "test", limit=3000)
-    ours = score_examples(model, test, 500, "cpu").metrics((20,))
-    pop = create_model("pop", sub.n_items)
-    pop.fit(sub, ("train",))
-    base = score_examples(pop, test, 500, "cpu").metrics((20,))
+    batches = fit.batches(128, generator=torch.Generator().manual_seed(0))
+    ours, base = train_then_vs_pop(model, opt, batches, 200, sub, 3000)
     assert ours["HR@20"] > 5 * base["HR@20"], (ours, base)
     assert ours["MRR@20"] > 5 * base["MRR@20"], (ours, base)

@@ -15,9 +15,9 @@ from sbrbench.batching import ExampleSource, item_tensor, make_batch, pad_prefix
 from sbrbench.data.dataset import ProcessedDataset
 from sbrbench.data.subset import top_items_subset
 from sbrbench.errors import SbrError
-from sbrbench.evaluate import score_examples
 from sbrbench.models import create_model, resolve_config
 from sbrbench.models.gru4rec import GRU4RecSource, IndexedAdagradM, LaneBatch
+from learning_check import train_then_vs_pop
 from toy_data import random_sessions, split_dataset
 
 N_ITEMS = 15
@@ -353,18 +353,8 @@ def test_learns_on_real_data_and_beats_pop(diginetica, one_thread: None) -> None
     model.prepare(sub, ("train",))
     opt = model.configure_optimizer(cfg.train.lr, cfg.train.l2)
     src = model.example_source(sub, ("train",), item_tensor(sub), None)
-    model.train()
-    for i, batch in enumerate(src.batches(cfg.train.batch_size, generator=torch.Generator().manual_seed(0))):
-        if i == 100:
-            break
-        opt.zero_grad()
-        model.training_loss(batch).backward()
-        opt.step()
-    test = ExampleSource.from_dataset(sub, "test", limit=5000)
-    ours = score_examples(model, test, 500, "cpu").metrics((20,))
-    pop = create_model("pop", sub.n_items)
-    pop.fit(sub, ("train",))
-    base = score_examples(pop, test, 500, "cpu").metrics((20,))
+    batches = src.batches(cfg.train.batch_size, generator=torch.Generator().manual_seed(0))
+    ours, base = train_then_vs_pop(model, opt, batches, 100, sub, 5000)
     assert ours["HR@20"] > 4 * base["HR@20"], (ours, base)
     assert ours["MRR@20"] > 4 * base["MRR@20"], (ours, base)
 
