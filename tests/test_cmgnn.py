@@ -432,17 +432,3 @@ def test_cmgnn_learns_on_real_data_and_beats_spop(diginetica, one_thread: None) 
     assert ours["HR@20"] > base["spop"]["HR@20"] + 0.05, (ours, base)
     assert ours["MRR@20"] > base["spop"]["MRR@20"], (ours, base)
     assert ours["HR@20"] > 5 * base["pop"]["HR@20"], (ours, base)
-
-
-def test_evaluation_in_slices_equals_the_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    ds = _random_dataset()
-    torch.manual_seed(2)
-    model = create_model("cmgnn", ds.n_items, "toy", dim=8, topk=4)
-    model.prepare(ds, ("train",))
-    model.double().eval()
-    batch = ExampleSource.from_dataset(ds, "train", graphs=True).batch(slice(0, 50))
-    with torch.no_grad():
-        monkeypatch.setattr(CMGNN, "eval_slice", 10**6)
-        whole = model(batch)
-        monkeypatch.setattr(CMGNN, "eval_slice", 7)
-        torch.testing.assert_close(model(batch), whole, rtol=1e-10, atol=1e-10)

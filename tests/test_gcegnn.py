@@ -381,15 +381,20 @@ def test_deduplicated_neighbour_trees_equal_the_per_slot_loop(
             torch.testing.assert_close(g_new, g_old, rtol=1e-10, atol=1e-10)
 
 
-def test_evaluation_in_slices_equals_the_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("name", "overrides"), [("gcegnn", {"hop": 2, "sample_num": 4, "topk": 6}),
+                                               ("cmgnn", {"topk": 4})])
+def test_evaluation_in_slices_equals_the_whole_batch(
+    name: str, overrides: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GCE-GNN and CM-GNN (built on it) score evaluation batches in slices of `eval_slice` rows."""
     ds = _random_dataset()
     torch.manual_seed(2)
-    model = create_model("gcegnn", ds.n_items, "toy", dim=8, hop=2, sample_num=4, topk=6)
+    model = create_model(name, ds.n_items, "toy", dim=8, **overrides)
     model.prepare(ds, ("train",))
     model.double().eval()
     batch = ExampleSource.from_dataset(ds, "train", graphs=True).batch(slice(0, 50))
     with torch.no_grad():
-        monkeypatch.setattr(GCEGNN, "eval_slice", 10**6)
+        monkeypatch.setattr(type(model), "eval_slice", 10**6)
         whole = model(batch)
-        monkeypatch.setattr(GCEGNN, "eval_slice", 7)
+        monkeypatch.setattr(type(model), "eval_slice", 7)
         torch.testing.assert_close(model(batch), whole, rtol=1e-10, atol=1e-10)
