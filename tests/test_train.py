@@ -263,6 +263,9 @@ def test_a_run_record_reloads_on_another_machine_by_dataset_name_and_checksum(
 
     made_here = tmp_path / "a" / "processed" / "small" / "t"
     shutil.copytree(small_dir, made_here)
+    m = json.loads((made_here / "manifest.json").read_text())
+    m["audit"] = {"findings": [], "seconds": 0.5}  # as `preprocess` writes it: its audit and how long that took
+    (made_here / "manifest.json").write_text(json.dumps(m))
     rec = train("srgnn", "small", protocol="t", data_dir=tmp_path / "a", results_dir=tmp_path, overrides=SMALL)
     run = RunDir(rec["run_dir"])
     elsewhere = tmp_path / "b"
@@ -273,6 +276,11 @@ def test_a_run_record_reloads_on_another_machine_by_dataset_name_and_checksum(
     run.config_path.write_text(json.dumps(cfg))
     assert evaluate_run(run.path, ks=(20,))["metrics"]["MRR@20"] == pytest.approx(rec["test"]["MRR@20"], abs=1e-9)
     manifest = elsewhere / "processed" / "small" / "t" / "manifest.json"
+    # preprocessed again there: the same data, another audit timing and another layout of the JSON
+    m = json.loads(manifest.read_text())
+    m["audit"]["seconds"] = 12.345
+    manifest.write_text(json.dumps(m, indent=1))
+    assert evaluate_run(run.path, ks=(20,))["metrics"]["MRR@20"] == pytest.approx(rec["test"]["MRR@20"], abs=1e-9)
     manifest.write_text(manifest.read_text().replace('"format_version": 1', '"format_version": 1, "x": 1'))
     with pytest.raises(SbrError, match="differs from the data this run used"):
         evaluate_run(run.path, ks=(20,))

@@ -134,9 +134,11 @@ TABLES.register("srgnn-table2")(
         },
         notes=(
             ("BPR-MF and FPMC run on sessions as the paper's baselines did: every training session is a user; a new "
-             "session is the mean of its items' factors (BPR-MF) or has no user term (FPMC). Their settings are not "
-             "published (MyMediaLite's BPR-MF defaults, `sbrbench models`); the FPMC figures are the widely cited "
-             "ones (no Yoochoose 1/4 run in the paper)."),
+             "session is the mean of its items' factors (BPR-MF) or has no user term (FPMC). BPR-MF follows the GRU4Rec "
+             "authors' baseline code, whose NARM-reported figures the paper copies (item biases never learnt, lr "
+             "0.01, no regularisation): its factors barely move from their random start, so it ranks the session's "
+             "own items first, much as S-POP does. FPMC's settings are not published (MyMediaLite's defaults, "
+             "`sbrbench models`); the FPMC figures are the widely cited ones (no Yoochoose 1/4 run in the paper)."),
             ("GRU4Rec is the official PyTorch implementation's algorithm with its tuned parameter files (Diginetica: "
              "BPR-max, 512 units; Yoochoose: the RSC15 file); the paper's GRU4Rec figures are older runs."),
             ("Budget ci only (CI time): GRU4Rec with 100 units and 512 negatives, NARM and STAMP at lr 0.01, each "

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sbrbench.config import RunConfig
+from sbrbench.data.dataset import legacy_manifest_checksum
 from sbrbench.data.store import dataset_checksum, load_processed
 from sbrbench.errors import DataError, SbrError
 from sbrbench.io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
@@ -500,10 +501,12 @@ class RunDir:
         want = self._recorded_checksum()
         if want and not want.startswith("arrays:"):
             have = dataset_checksum(ds, ds_dir)
-            if have != want:
+            if have != want and not (ds_dir is not None and legacy_manifest_checksum(ds_dir) == want):
                 raise DataError(
                     f"the local {cfg.dataset} ({cfg.protocol}) at {ds_dir} differs from the data this run used "
-                    f"(checksum {have[:12]} vs {want[:12]}): preprocess it again with the same sbrbench and sources"
+                    f"(checksum {have[:12]} vs {want[:12]}): preprocess it again with the same sbrbench and sources "
+                    "(records made before the checksum left out the audit's timing cannot be matched: their stored "
+                    "ranks still re-evaluate without the dataset)"
                 )
         return ds, ds_dir
 

@@ -15,6 +15,7 @@ Item ids are 1..n_items-1; id 0 is padding and never a candidate.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -414,8 +415,28 @@ def _remove_stale_temporaries(directory: Path) -> None:
                 shutil.rmtree(left, ignore_errors=True)
 
 
+# Manifest fields that say how long preprocessing took, not what it produced: outside the checksum.
+VOLATILE_MANIFEST_FIELDS: tuple[tuple[str, ...], ...] = (("audit", "seconds"),)
+
+
 def manifest_checksum(directory: str | Path) -> str:
-    """sha256 of a processed dataset's manifest.json (which pins the arrays' sha256)."""
+    """The dataset's identity: sha256 of its manifest.json (which pins the arrays' sha256) as
+    canonical JSON (sorted keys, no whitespace) without `VOLATILE_MANIFEST_FIELDS`, so that the same
+    sources preprocessed by the same sbrbench give the same checksum on any machine, at any time."""
+    manifest = json.loads((Path(directory) / "manifest.json").read_text(encoding="utf-8"))
+    for path in VOLATILE_MANIFEST_FIELDS:
+        node = manifest
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def legacy_manifest_checksum(directory: str | Path) -> str:
+    """sha256 of the manifest file's bytes: what run records held before `manifest_checksum`
+    (it changed with every preprocessing through the audit's timing)."""
     return sha256_file(Path(directory) / "manifest.json")
 
 

@@ -1,25 +1,31 @@
 """BPR-MF (Rendle et al., UAI 2009) on sessions, as the session-based papers ran it.
 
-SR-GNN's Table 2 (and NARM's, whose Yoochoose rows it copies) lists BPR-MF without details; the
-adaptation they follow is GRU4Rec's (Hidasi et al., ICLR 2016, Section 4): every training
-session is a user, and a new session — no user factor — is represented by the average of the
-factors of the items it clicked so far. There is no official code for this baseline; the
-optimisation follows LearnBPR as implemented in MyMediaLite's `BPRMF` (by BPR's first author),
-whose defaults are used except the factor count (100, the SBR papers' embedding size):
+SR-GNN's Table 2 copies its BPR-MF rows from NARM, whose baselines are those of GRU4Rec (Hidasi
+et al., ICLR 2016, Section 4): every training session is a user, and a new session — no user
+factor — is represented by the average of the factors of the items it clicked so far. The
+defaults follow the code behind GRU4Rec's row (the `BPR` class of the GRU4Rec authors'
+`baselines.py`, hidasib/GRU4Rec), not MyMediaLite's `BPRMF`:
 
-* score `x_ui = b_i + ⟨w_u, h_i⟩` (item bias, as MyMediaLite);
+* score `x_ui = ⟨w_u, h_i⟩` — the released class allocates item biases but never updates them
+  (they stay 0), so `item_bias = False`; `item_bias = True` adds a learnt `b_i` (MyMediaLite);
 * training triples `(u, i, j)`: every click `i` of fitted session `u` once per epoch, in a
-  random order, `j` drawn uniformly from the catalogue (MyMediaLite redraws a `j` the user
-  clicked; not here: with 40k+ items a collision is rare);
+  random order, `j` drawn uniformly from the catalogue;
 * loss per triple `−log σ(x_ui − x_uj) + ½ (λ_u‖w_u‖² + λ_i‖h_i‖² + λ_j‖h_j‖² + λ_b(b_i² + b_j²))`
-  (MyMediaLite's update rule: `reg · θ` in the gradient), summed over the mini-batch, plain SGD
-  with learning rate 0.05 (lr), λ_u = λ_i = 0.0025, λ_j = 0.00025, λ_b = 0; factors ~ N(0, 0.1²),
-  biases 0; 30 epochs (MyMediaLite's `num_iter`);
-* scores of a prefix: `b_i + ⟨mean_{k ∈ prefix} h_k, h_i⟩` over the catalogue.
+  (the `reg · θ` gradient of both codes), summed over the mini-batch, plain SGD; defaults lr 0.01,
+  every λ = 0, factors ~ U(−0.05, 0.05) (`init = uniform`, `init_std` the half-width; `normal`:
+  N(0, init_std²)), 10 epochs;
+* scores of a prefix: `⟨mean_{k ∈ prefix} h_k, h_i⟩ (+ b_i)` over the catalogue, shape (B, N).
 
-Deviations (all [assume], the papers give no settings): mini-batches of 256 triples with the
-summed loss instead of one triple per SGD step; j not redrawn; sbrbench's epoch selection on
-validation. Evaluation never reads the session factors, so unseen sessions need nothing.
+Why the bias matters: with the mean-of-items session the strongest signal is an item's own factor
+(`‖h_k‖²` for an item of the prefix), so BPR-MF on sessions behaves much like S-POP; a learnt bias
+trained against uniform negatives is a popularity term that outweighs it and turns the model into
+POP (Yoochoose 1/64, 3 epochs: HR@20 6.14 with MyMediaLite's settings against the paper's 31.31).
+
+Deviations (the papers give no settings): mini-batches of 256 triples with the summed loss instead
+of one triple per SGD step; `j` uniform over the catalogue (the released class indexes the item
+column of its merged training frame with a random integer below the number of items: a quirk of
+its pandas merge order, not reproduced); sbrbench's epoch selection on validation. Evaluation
+never reads the session factors, so unseen sessions need nothing.
 
 Training batches (`TripleSource`) carry the sessions' indices among the fitted sessions; on a
 hand-made prefix batch (no session indices) row r stands for fitted session r mod n and its
@@ -97,14 +103,17 @@ class TripleSource:
 
 @dataclass
 class BPRMFParams:
-    """BPR-MF hyper-parameters (defaults: MyMediaLite's BPRMF, 100 factors)."""
+    """BPR-MF hyper-parameters (defaults: the GRU4Rec authors' `BPR` baseline; MyMediaLite's BPRMF is
+    `item_bias=true, init=normal, init_std=0.1, reg_u=reg_i=0.0025, reg_j=0.00025`, lr 0.05, 30 epochs)."""
 
     dim: int = 100
-    reg_u: float = 0.0025
-    reg_i: float = 0.0025
-    reg_j: float = 0.00025
+    reg_u: float = 0.0
+    reg_i: float = 0.0
+    reg_j: float = 0.0
     reg_bias: float = 0.0
-    init_std: float = 0.1
+    item_bias: bool = False  # learn b_i (MyMediaLite); the GRU4Rec baseline's biases stay 0
+    init: str = "uniform"  # uniform: U(-init_std, init_std); normal: N(0, init_std²)
+    init_std: float = 0.05
     sparse: bool = True  # sparse gradients: SGD touches only the rows of the batch
 
 
@@ -150,7 +159,7 @@ class BPRMF(FactorModel):
 
     Params: ClassVar[type] = BPRMFParams
     train_defaults: ClassVar[dict[str, Any]] = {
-        "epochs": 30, "batch_size": 256, "lr": 0.05, "lr_dc": 1.0, "l2": 0.0, "patience": 10,
+        "epochs": 10, "batch_size": 256, "lr": 0.01, "lr_dc": 1.0, "l2": 0.0, "patience": 10,
     }
 
     def __init__(self, n_items: int, params: BPRMFParams | None = None) -> None:
@@ -158,6 +167,8 @@ class BPRMF(FactorModel):
         p: BPRMFParams = self.params
         if p.dim < 1 or p.init_std <= 0 or min(p.reg_u, p.reg_i, p.reg_j, p.reg_bias) < 0:
             raise SbrError("bpr-mf needs dim >= 1, init_std > 0 and reg_* >= 0")
+        if p.init not in ("uniform", "normal"):
+            raise SbrError(f"bpr-mf init must be uniform or normal, got {p.init!r}")
         self.item = nn.Embedding(n_items, p.dim, sparse=p.sparse)
         self.bias = nn.Embedding(n_items, 1, sparse=p.sparse)
         self.n_users = 0
@@ -165,19 +176,26 @@ class BPRMF(FactorModel):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Factors ~ N(0, init_std²), biases 0 (MyMediaLite)."""
+        """Factors ~ U(−init_std, init_std) or N(0, init_std²) (`init`), biases 0."""
         with torch.no_grad():
-            self.item.weight.normal_(0.0, self.params.init_std)
+            self._init_factors(self.item.weight)
             self.bias.weight.zero_()
-            self.user.weight.normal_(0.0, self.params.init_std)
+            self._init_factors(self.user.weight)
+        self.bias.weight.requires_grad_(self.params.item_bias)
+
+    def _init_factors(self, weight: torch.Tensor) -> None:
+        s = self.params.init_std
+        with torch.no_grad():
+            weight.uniform_(-s, s) if self.params.init == "uniform" else weight.normal_(0.0, s)
 
     def prepare(self, dataset: ProcessedDataset, splits: tuple[str, ...], cache_dir: Path | None = None) -> None:
         """One factor vector per fitted session (the "users")."""
         self.n_users = len(dataset.fit_sessions(splits))
         self.user = self._user_table(self.n_users, self.params.dim).to(self.item.weight.device)
+        self._init_factors(self.user.weight)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        """`b_i + ⟨mean of the prefix's item factors, h_i⟩`; column 0 is -inf."""
+        """`⟨mean of the prefix's item factors, h_i⟩ (+ b_i)`, (B, N); column 0 is -inf."""
         m = batch.mask.to(self.item.weight.dtype).unsqueeze(2)
         session = (F.embedding(batch.seq, self.item.weight) * m).sum(1) / m.sum(1).clamp(min=1.0)
         scores = session @ self.item.weight.t() + self.bias.weight.t()
