@@ -14,7 +14,8 @@ transition l → i of every fitted session, a uniformly drawn negative j, loss
 `−log σ(x_uli − x_ulj) + ½ λ‖Θ_touched‖²`, plain SGD. Settings (not given by the papers,
 [assume]): 100 factors per table (the SBR papers' size), N(0, 0.1²) initialisation, λ = 0.0025
 (λ_j on the negative's factors 0.00025), learning rate 0.05, mini-batches of 256 transitions
-with the summed loss, 30 epochs — as `bpr-mf`, from MyMediaLite's BPRMF defaults.
+with the summed loss, 30 epochs — MyMediaLite's BPRMF defaults (`bpr-mf` follows the GRU4Rec
+authors' baseline code instead, whose figures the SR-GNN paper copies).
 
 Training batches (`bprmf.TripleSource`) carry the sessions' indices; a hand-made prefix batch
 (no session indices) maps row r to fitted session r mod n, its last click to l.
