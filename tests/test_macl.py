@@ -31,7 +31,7 @@ from sbrbench.models.macl import (
     sample_item_negatives,
     similarities,
 )
-from sbrbench.models.macl_code import Draws, MACLCode, released_contrast
+from sbrbench.models.macl_code import Draws, MACLCode, dropout_mask, gathered_row_stats, released_contrast
 
 N = 12  # items 1..12
 
@@ -83,6 +83,47 @@ def test_macl_code_equals_the_released_forward_pass(image: bool) -> None:
     torch.testing.assert_close(scores[:, 1:], ref_scores, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-4)
     assert draws.item_negatives.eq(0).any()  # the zero row is among the negatives, as in the code
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_gathered_row_statistics_and_their_gradients_equal_plain_autograd(dropout: bool) -> None:
+    """The chunked gather of the item-level negatives (values and gradients, float64) against
+    autograd through the whole (A, K, d) tensor, the zero row among the negatives."""
+    torch.manual_seed(0)
+    a_n, k, d, r = 23, 7, 5, 40
+    table = torch.randn(r, d, dtype=torch.float64)
+    table[0] = 0.0
+    table.requires_grad_(True)
+    anchors = torch.randn(a_n, d, dtype=torch.float64, requires_grad=True)
+    idx = torch.randint(r, (a_n, k))
+    idx[0, :3] = 0
+    mask = (torch.rand(a_n, k, d, dtype=torch.float64) >= 0.5) * 2.0 if dropout else None
+    w = [torch.randn(a_n, k, dtype=torch.float64), torch.randn(a_n, k, dtype=torch.float64),
+         torch.randn(a_n, d, dtype=torch.float64)]
+
+    def grads(stats):
+        loss = sum((x * wi).sum() for x, wi in zip(stats, w))
+        return torch.autograd.grad(loss, (table, anchors))
+
+    ours = gathered_row_stats(table, anchors, idx, mask, step=4)
+    g = table[idx] if mask is None else table[idx] * mask
+    ref = ((g * anchors.unsqueeze(1)).sum(-1), g.norm(dim=-1), g.mean(1))
+    for x, y in zip(ours, ref):
+        torch.testing.assert_close(x, y)
+    for x, y in zip(grads(ours), grads(ref)):
+        torch.testing.assert_close(x, y)
+
+
+def test_dropout_mask_rates_values_and_seeding() -> None:
+    for rate in (0.5, 0.2):
+        torch.manual_seed(1)
+        m = dropout_mask((300, 50, 20), rate, "cpu")
+        assert m.shape == (300, 50, 20) and m.dtype == torch.float32
+        torch.testing.assert_close(m.unique(), torch.tensor([0.0, 1 / (1 - rate)]))
+        assert abs((m == 0).float().mean().item() - rate) < 0.01 and abs(m.mean().item() - 1.0) < 0.02
+        torch.manual_seed(1)
+        assert torch.equal(m, dropout_mask((300, 50, 20), rate, "cpu"))
+    assert dropout_mask((3, 5), 0.5, "cpu").std() > 0  # not a constant tail from the byte packing
 
 
 def test_macl_code_is_random_trainable_views_and_dropout_only_in_epoch_one() -> None:

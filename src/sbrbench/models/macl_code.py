@@ -108,6 +108,90 @@ def released_loss(cos_p: torch.Tensor, cos_n: torch.Tensor, lam: torch.Tensor, t
     return neg_term - pos_term
 
 
+def dropout_mask(shape: tuple[int, ...], rate: float, device: torch.device | str,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Inverted-dropout multipliers (0 with probability `rate`, else 1/(1 − rate)) from the global
+    RNG. At rate 0.5 (the code's) every random byte gives eight entries: on a CPU `bernoulli_` on
+    the (N, K, d) negatives took longer than the rest of the step (`bench/bench_macl.py`)."""
+    numel = 1
+    for s in shape:
+        numel *= int(s)
+    if rate == 0.5:
+        raw = torch.randint(0, 256, (-(-numel // 8),), dtype=torch.uint8, device=device)
+        bits = torch.arange(8, dtype=torch.uint8, device=device)
+        keep = ((raw.unsqueeze(1) >> bits) & 1).view(-1)[:numel].view(shape)
+    else:
+        keep = torch.rand(shape, device=device) >= rate
+    return keep.to(dtype).mul_(1.0 / (1.0 - rate))
+
+
+class _GatheredRows(torch.autograd.Function):
+    """`gathered_row_stats` with a backward that re-gathers each chunk and scatters its row
+    gradients into one (R, d) buffer: autograd through a chunked `index_select` zero-fills a
+    table-sized buffer per chunk, which cost more than the products themselves."""
+
+    @staticmethod
+    def forward(ctx: Any, table: torch.Tensor, anchors: torch.Tensor, idx: torch.Tensor,
+                mask: torch.Tensor | None, step: int) -> tuple[torch.Tensor, ...]:
+        dots, norms, means = [], [], []
+        for s in range(0, idx.shape[0], step):
+            g = _GatheredRows.rows(table, idx, mask, s, step)
+            dots.append(torch.bmm(g, anchors[s : s + step].unsqueeze(2)).squeeze(2))
+            norms.append(g.norm(dim=-1))
+            means.append(g.mean(1))
+        out = torch.cat(dots), torch.cat(norms), torch.cat(means)
+        ctx.save_for_backward(table, anchors, idx, mask, out[1])
+        ctx.step = step
+        return out
+
+    @staticmethod
+    def rows(table: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor | None, s: int, step: int) -> torch.Tensor:
+        """Chunk `s` of the gathered rows times their dropout multipliers: (c, K, d)."""
+        sel = idx[s : s + step]
+        g = table.index_select(0, sel.reshape(-1)).view(sel.shape[0], sel.shape[1], -1)
+        return g if mask is None else g.mul_(mask[s : s + step])
+
+    @staticmethod
+    def backward(ctx: Any, g_dots: torch.Tensor | None, g_norms: torch.Tensor | None,
+                 g_means: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        table, anchors, idx, mask, norms = ctx.saved_tensors
+        step, k = ctx.step, idx.shape[1]
+        g_table = torch.zeros_like(table) if ctx.needs_input_grad[0] else None
+        g_anch = torch.zeros_like(anchors) if ctx.needs_input_grad[1] else None
+        for s in range(0, idx.shape[0], step):
+            e = s + step
+            g = _GatheredRows.rows(table, idx, mask, s, step)
+            if g_dots is not None and g_anch is not None:
+                g_anch[s:e] = torch.bmm(g_dots[s:e].unsqueeze(1), g).squeeze(1)
+            if g_table is None:
+                continue
+            grad = torch.zeros_like(g) if g_dots is None else g_dots[s:e].unsqueeze(2) * anchors[s:e].unsqueeze(1)
+            if g_norms is not None:  # d|r|/dr = r/|r|, 0 at r = 0 (the zero row), as `norm` does
+                n = norms[s:e]
+                grad.addcmul_((g_norms[s:e] / torch.where(n > 0, n, torch.ones_like(n))).unsqueeze(2), g)
+            if g_means is not None:
+                grad += (g_means[s:e] / k).unsqueeze(1)
+            if mask is not None:
+                grad.mul_(mask[s:e])
+            g_table.index_add_(0, idx[s:e].reshape(-1), grad.view(-1, grad.shape[-1]))
+        return g_table, g_anch, None, None, None
+
+
+def gathered_row_stats(table: torch.Tensor, anchors: torch.Tensor, idx: torch.Tensor,
+                       mask: torch.Tensor | None = None,
+                       step: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Statistics of the gathered rows r_ak = table[idx[a, k]] ⊙ mask[a, k] (a dropout drawn per
+    gathered row, `dropout_mask`), without an (A, K, d) tensor beyond one chunk of anchors:
+
+    dots[a, k] = ⟨r_ak, anchors[a]⟩ (A, K), norms[a, k] = |r_ak| (A, K), means[a] = mean_k r_ak (A, d).
+
+    table (R, d), anchors (A, d), idx (A, K) rows of `table`, mask (A, K, d) or None.
+    """
+    k, d = idx.shape[1], table.shape[1]
+    step = step or max(1, (1 << 22) // max(k * d, 1))  # ~16 MB of gathered rows per chunk
+    return _GatheredRows.apply(table, anchors, idx, mask, int(step))
+
+
 @register_model("macl-code")
 class MACLCode(MACLBase):
     """MACL as released: random trainable modality tables (the features are overwritten), item CL
@@ -193,9 +277,8 @@ class MACLCode(MACLBase):
 
         Each projector is applied to its whole zero-prepended view table once (the same values as
         the code's projection of every gathered row); dropout, when active, is drawn per gathered
-        row as the code's. The (N, K, d) negatives are gathered in chunks of anchors, and without
-        dropout their norms come from the projected tables, so no (N, K, d) temporary but the
-        gathered rows themselves is made.
+        row as the code's. The (N, K, d) negatives are reduced chunk by chunk of anchors
+        (`gathered_row_stats`), so only one chunk of gathered rows exists at a time.
         """
         p: MACLCodeParams = self.params
         p_drop = self._p(p.dropout)
@@ -211,23 +294,12 @@ class MACLCode(MACLBase):
         anchors = self.item_proj[0](items, p_drop)
         flat = neg_tables.reshape(-1, neg_tables.shape[-1])
         idx = c.unsqueeze(1) * neg_tables.shape[1] + draws.item_negatives  # (N, K) rows of `flat`
-        flat_norm = None if p_drop > 0 else flat.norm(dim=-1)
-        dots, norms, means = [], [], []
-        step = max(1, (1 << 22) // max(k * flat.shape[1], 1))  # ~16 MB of gathered rows per chunk
-        for s in range(0, n, step):
-            sel = idx[s : s + step]
-            g = flat.index_select(0, sel.reshape(-1)).view(sel.shape[0], k, -1)
-            if p_drop > 0:
-                g = F.dropout(g, p_drop, True)
-                norms.append(g.norm(dim=-1))
-            else:
-                norms.append(flat_norm[sel])  # type: ignore[index]
-            dots.append(torch.bmm(g, anchors[s : s + step].unsqueeze(2)).squeeze(2))
-            means.append(g.mean(1))
+        mask = dropout_mask((n, k, flat.shape[1]), p_drop, items.device, flat.dtype) if p_drop > 0 else None
+        dots, norms, means = gathered_row_stats(flat, anchors, idx, mask)
         a_norm = anchors.norm(dim=-1)
-        cos_n = torch.cat(dots) / (a_norm.unsqueeze(1) * torch.cat(norms) + EPS)
+        cos_n = dots / (a_norm.unsqueeze(1) * norms + EPS)
         cos_p = (anchors * pos).sum(-1) / (a_norm * pos.norm(dim=-1) + EPS)
-        lam = self._lambda(self.item_adp, anchors, pos, torch.cat(means))
+        lam = self._lambda(self.item_adp, anchors, pos, means)
         return released_loss(cos_p, cos_n, lam, p.tau)
 
     def sess_cl(self, sess: torch.Tensor, views: list[torch.Tensor], batch: Batch, draws: Draws) -> torch.Tensor:
