@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The released-code MACL rows (`macl-code`) of `sbrbench reproduce macl --budget reduced` on a CUDA
-# machine: 3 datasets x 5 seeds x 3 epochs. On this project's 2-core CPU one such run takes 1-1.5 h
-# (item-level CL over every item at every step: ~19 examples/s in epoch 1, ~40 after, at load 3),
+# machine: 3 datasets x 5 seeds x 3 epochs. On this project's 2-core CPU one such run takes ~40 min
+# (item-level CL over every item at every step: ~1.4 s per step of 50 in epoch 1, ~1 s after, at load 3),
 # on a GPU about a minute. CI never runs this.
 #
 #   here (CPU):  bash bench/gpu-macl.sh --stage        # copies the processed MACL datasets into .gpu-data/
