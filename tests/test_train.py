@@ -284,3 +284,28 @@ def test_a_run_record_reloads_on_another_machine_by_dataset_name_and_checksum(
     manifest.write_text(manifest.read_text().replace('"format_version": 1', '"format_version": 1, "x": 1'))
     with pytest.raises(SbrError, match="differs from the data this run used"):
         evaluate_run(run.path, ks=(20,))
+
+
+def test_a_record_with_the_old_file_checksum_pairs_with_new_records_on_the_same_local_data(
+    small_dir: Path, tmp_path: Path
+) -> None:
+    """Records made before the checksum left out the audit's timing hold the manifest file's sha256:
+    on the machine whose data has that very file they count as the same data as new records."""
+    import shutil
+
+    from sbrbench.data.dataset import legacy_manifest_checksum, manifest_checksum
+    from sbrbench.results import RunDir
+
+    here = tmp_path / "d" / "processed" / "small" / "t"
+    shutil.copytree(small_dir, here)
+    rec = train("srgnn", "small", protocol="t", data_dir=tmp_path / "d", results_dir=tmp_path, overrides=SMALL)
+    run = RunDir(rec["run_dir"])
+    assert rec["dataset_checksum"] == manifest_checksum(here) == run.data_checksum()
+    m = json.loads(run.metrics_path.read_text())
+    m["dataset_checksum"] = legacy_manifest_checksum(here)
+    run.metrics_path.write_text(json.dumps(m))
+    (run.path / "env.json").write_text(json.dumps({**json.loads((run.path / "env.json").read_text()),
+                                                   "dataset_checksum": m["dataset_checksum"]}))
+    assert run.data_checksum() == manifest_checksum(here)
+    (here / "manifest.json").write_text((here / "manifest.json").read_text() + "\n")  # another file, same content
+    assert run.data_checksum() == m["dataset_checksum"]  # not verifiable any more: left as recorded

@@ -93,7 +93,7 @@ def per_example_over_seeds(run_dirs: Sequence[str | Path], split: str, metric: s
 
 def _checksum(run_dir: str | Path) -> str | None:
     try:
-        return RunDir(run_dir).read_metrics().get("dataset_checksum")
+        return RunDir(run_dir).data_checksum()
     except SbrError:
         return None
 
