@@ -14,6 +14,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATASETS=(macl-cellphones macl-grocery macl-instacart)
+case "${1:-}" in
+    ""|--stage|--dry-run) ;;
+    *) echo "usage: bash bench/gpu-macl.sh [--stage | --dry-run]" >&2; exit 2 ;;
+esac
 if [[ "${1:-}" == "--stage" ]]; then
     for d in "${DATASETS[@]}"; do
         src=$(PYTHONPATH=src python3 -c "from sbrbench.data.store import processed_location as p; print(p('$d', 'macl'))")
@@ -29,6 +33,8 @@ if [[ "${1:-}" == "--dry-run" ]]; then
     device=cpu budget=ci dest=${OUT:-/tmp/sbrbench-gpu-macl-dry-run}
 else
     device=cuda:0 budget=${BUDGET:-reduced} dest=${OUT:-/tmp/sbrbench-gpu-macl}
+    command -v nvidia-smi >/dev/null || { echo "no CUDA machine here (nvidia-smi missing): use --dry-run" >&2; exit 1; }
+    [[ -d $data/processed ]] || { echo "no staged data in $data: run bash bench/gpu-macl.sh --stage first" >&2; exit 1; }
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 fi
 mkdir -p "$dest/macl"
