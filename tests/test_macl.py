@@ -507,9 +507,15 @@ def test_reproduce_macl_runs_seeds_and_paired_tests(tmp_path: Path, shared_datas
     small = dataclasses.replace(spec, models=("spop", "srgnn", "macl-code"), optional_models=(),
                                 budgets={"ci": Budget("ci", epochs=1, top_items=200, max_train_examples=300, seeds=2)})
     monkeypatch.setattr(TABLES, "get", lambda name: small)
+    partial = reproduce("macl", budget="ci", datasets=["macl-grocery"], data_dir=tmp_path / "data",
+                        results_dir=tmp_path / "results", only_rows=["spop", "srgnn"])
+    assert {r["model"] for r in partial["rows"]} == {"spop", "srgnn"}
+    assert partial["not_run"] == ["macl-grocery macl-code (2 seeds)", "macl-grocery macl (text-only, no features) (2 seeds)"]
     out = reproduce("macl", budget="ci", datasets=["macl-grocery"], data_dir=tmp_path / "data",
-                    results_dir=tmp_path / "results")
+                    results_dir=tmp_path / "results")  # the finished rows are reused, the rest run
+    assert out["not_run"] == []
     rows = {r["model"]: r for r in out["rows"]}
+    assert rows["srgnn"]["run_dirs"] == next(r for r in partial["rows"] if r["model"] == "srgnn")["run_dirs"]
     assert set(rows) == {"spop", "srgnn", "macl-code", "macl (text-only, no features)"} and out["seeds"] == [42, 43]
     code = rows["macl-code"]
     assert code["seeds"] == [42, 43] and len(code["run_dirs"]) == 2 and code["std"]["P@20"] is not None

@@ -448,7 +448,7 @@ def reproduce(
     bud = _with_seeds(_budget(spec, budget), seeds)
     wanted = _datasets(spec, datasets)
     _check_rows(spec, only_rows)
-    not_run: list[str] = []
+    not_run: dict[str, int] = {}  # 'dataset label' -> seeds not run
     root = paths.results_dir(results_dir)
     rows: list[dict[str, Any]] = []
     unavailable: dict[str, str] = {}
@@ -465,7 +465,7 @@ def reproduce(
             run = _find_run(root, row)
             status = _row_status(run)
             if only_rows and row.entry.label not in only_rows and status != "done":
-                not_run.append(f"{dname} {row.entry.label}")
+                not_run[f"{dname} {row.entry.label}"] = not_run.get(f"{dname} {row.entry.label}", 0) + 1
                 continue
             if status == "running":
                 raise SbrError(f"row {row.entry.label} on {dname} is being trained by another process ({run}); "
@@ -503,7 +503,7 @@ def reproduce(
         "seeds": list(range(seed, seed + bud.seeds)),
         "rows": rows,
         "unavailable": unavailable,
-        "not_run": not_run,
+        "not_run": [k + (f" ({n} seeds)" if n > 1 else "") for k, n in not_run.items()],
         "claims": _claims(spec, rows),
         "checks": _checks(spec, rows),
     }
