@@ -112,6 +112,12 @@ def test_gathered_row_statistics_and_their_gradients_equal_plain_autograd(dropou
         torch.testing.assert_close(x, y)
     for x, y in zip(grads(ours), grads(ref)):
         torch.testing.assert_close(x, y)
+    frozen = anchors.detach()  # the table's gradient alone, from the dots and the norms only
+    ours_t = gathered_row_stats(table, frozen, idx, mask, step=5)
+    g = table[idx] if mask is None else table[idx] * mask
+    ref_t = ((g * frozen.unsqueeze(1)).sum(-1), g.norm(dim=-1))
+    loss_ours, loss_ref = ((x * wi).sum() for x, wi in ((ours_t[0] + ours_t[1], w[0]), (ref_t[0] + ref_t[1], w[0])))
+    torch.testing.assert_close(torch.autograd.grad(loss_ours, table)[0], torch.autograd.grad(loss_ref, table)[0])
 
 
 def test_dropout_mask_rates_values_and_seeding() -> None:

@@ -126,9 +126,14 @@ def dropout_mask(shape: tuple[int, ...], rate: float, device: torch.device | str
 
 
 class _GatheredRows(torch.autograd.Function):
-    """`gathered_row_stats` with a backward that re-gathers each chunk and scatters its row
-    gradients into one (R, d) buffer: autograd through a chunked `index_select` zero-fills a
-    table-sized buffer per chunk, which cost more than the products themselves."""
+    """`gathered_row_stats` with a hand-written backward. With a dropout mask every gathered row
+    is its own vector: the backward re-gathers each chunk and scatters its row gradients into one
+    (R, d) buffer (autograd through a chunked `index_select` zero-fills a table-sized buffer per
+    chunk, which cost more than the products themselves). Without a mask (every epoch after the
+    first, the code's quirk) a gathered row is a table row: norms come from the table's row norms,
+    means and the anchors' gradient from `embedding_bag`, and the table's gradient from an
+    `embedding_bag` over the transposed index (rows → the anchors that drew them), so neither pass
+    materialises (A, K, d) rows beyond the forward's chunks for the dots (`bench/bench_macl.py`)."""
 
     @staticmethod
     def forward(ctx: Any, table: torch.Tensor, anchors: torch.Tensor, idx: torch.Tensor,
@@ -137,9 +142,14 @@ class _GatheredRows(torch.autograd.Function):
         for s in range(0, idx.shape[0], step):
             g = _GatheredRows.rows(table, idx, mask, s, step)
             dots.append(torch.bmm(g, anchors[s : s + step].unsqueeze(2)).squeeze(2))
-            norms.append(g.norm(dim=-1))
-            means.append(g.mean(1))
-        out = torch.cat(dots), torch.cat(norms), torch.cat(means)
+            if mask is not None:
+                norms.append(g.norm(dim=-1))
+                means.append(g.mean(1))
+        if mask is None:
+            row_norms = table.norm(dim=-1)
+            out = torch.cat(dots), row_norms[idx], F.embedding_bag(idx, table, mode="mean")
+        else:
+            out = torch.cat(dots), torch.cat(norms), torch.cat(means)
         ctx.save_for_backward(table, anchors, idx, mask, out[1])
         ctx.step = step
         return out
@@ -155,6 +165,10 @@ class _GatheredRows(torch.autograd.Function):
     def backward(ctx: Any, g_dots: torch.Tensor | None, g_norms: torch.Tensor | None,
                  g_means: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         table, anchors, idx, mask, norms = ctx.saved_tensors
+        if mask is None:
+            g_table, g_anch = _GatheredRows.unmasked_backward(table, anchors, idx, g_dots, g_norms, g_means,
+                                                              ctx.needs_input_grad)
+            return g_table, g_anch, None, None, None
         step, k = ctx.step, idx.shape[1]
         g_table = torch.zeros_like(table) if ctx.needs_input_grad[0] else None
         g_anch = torch.zeros_like(anchors) if ctx.needs_input_grad[1] else None
@@ -171,10 +185,44 @@ class _GatheredRows(torch.autograd.Function):
                 grad.addcmul_((g_norms[s:e] / torch.where(n > 0, n, torch.ones_like(n))).unsqueeze(2), g)
             if g_means is not None:
                 grad += (g_means[s:e] / k).unsqueeze(1)
-            if mask is not None:
-                grad.mul_(mask[s:e])
+            grad.mul_(mask[s:e])
             g_table.index_add_(0, idx[s:e].reshape(-1), grad.view(-1, grad.shape[-1]))
         return g_table, g_anch, None, None, None
+
+    @staticmethod
+    def unmasked_backward(table: torch.Tensor, anchors: torch.Tensor, idx: torch.Tensor,
+                          g_dots: torch.Tensor | None, g_norms: torch.Tensor | None, g_means: torch.Tensor | None,
+                          needs: tuple[bool, ...]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        r"""Gradients when r_ak = table[idx[a, k]]:
+
+        ∂/∂anchors[a] = Σ_k g_dots[a, k]·r_ak;
+        ∂/∂table[j] = Σ_{(a,k): idx[a,k]=j} (g_dots[a, k]·anchors[a] + g_means[a]/K)
+        + table[j]/|table[j]|·Σ_{(a,k): idx[a,k]=j} g_norms[a, k].
+        """
+        n_anchors, k = idx.shape
+        g_anch = None
+        if needs[1]:
+            g_anch = (F.embedding_bag(idx, table, mode="sum", per_sample_weights=g_dots) if g_dots is not None
+                      else torch.zeros_like(anchors))
+        if not needs[0]:
+            return None, g_anch
+        flat_idx = idx.reshape(-1)
+        order = torch.argsort(flat_idx)
+        drawer = order // k  # the anchor of each sorted draw
+        offsets = torch.zeros(table.shape[0], dtype=torch.long, device=table.device)
+        offsets[1:] = torch.bincount(flat_idx, minlength=table.shape[0]).cumsum(0)[:-1]
+        zeros = torch.zeros_like(anchors)
+        src = torch.cat([anchors if g_dots is not None else zeros, zeros if g_means is None else g_means / k])
+        inputs = torch.stack([drawer, drawer + n_anchors], 1).reshape(-1)
+        w_dots = g_dots.reshape(-1)[order] if g_dots is not None else torch.zeros_like(order, dtype=table.dtype)
+        weights = torch.stack([w_dots, torch.ones_like(w_dots)], 1).reshape(-1)
+        g_table = F.embedding_bag(inputs, src, offsets * 2, mode="sum", per_sample_weights=weights)
+        if g_norms is not None:  # d|r|/dr = r/|r|, 0 at r = 0 (the zero row), as `norm` does
+            row_norms = table.norm(dim=-1)
+            coef = torch.zeros_like(row_norms).index_add_(0, flat_idx, g_norms.reshape(-1))
+            g_table.addcmul_((coef / torch.where(row_norms > 0, row_norms, torch.ones_like(row_norms))).unsqueeze(1),
+                             table)
+        return g_table, g_anch
 
 
 def gathered_row_stats(table: torch.Tensor, anchors: torch.Tensor, idx: torch.Tensor,
