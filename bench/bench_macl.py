@@ -8,8 +8,10 @@ The released code contrasts every item with 50 (Instacart 100) negatives at ever
 negative a gathered row of a projected view table with its own dropout in the first epoch
 (models-next.md §2.4): an (N, K, d) tensor per step. The reference computes it as autograd sees
 it most simply — chunks of rows gathered with `index_select`, `F.dropout` on them, norms, dots and
-means, backward through all of that; `macl-code` uses `gathered_row_stats` (one gradient buffer,
-recomputed chunks) and `dropout_mask` (eight mask entries per random byte at rate 0.5). Both see
+means, backward through all of that; `macl-code` uses `gathered_row_stats` (with a dropout mask:
+one gradient buffer, recomputed chunks; without one: the table's row norms, `embedding_bag` for the
+means and both gradients, gathered rows only for the dots) and `dropout_mask` (eight mask entries
+per random byte at rate 0.5). Both see
 the same batches and draws; the loss values agree to float rounding without dropout (checked
 here). Timed in epoch 1 (dropout on) and epoch 2 (the code's quirk: dropout off from then on).
 Writes `--out` (JSON) with the load average, the thread count and the time.
