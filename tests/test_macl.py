@@ -31,7 +31,7 @@ from sbrbench.models.macl import (
     sample_item_negatives,
     similarities,
 )
-from sbrbench.models.macl_code import Draws, MACLCode, dropout_mask, gathered_row_stats, released_contrast
+from sbrbench.models.macl_code import Draws, MACLCode, dropout_keep, gathered_row_stats, released_contrast
 
 N = 12  # items 1..12
 
@@ -97,7 +97,7 @@ def test_gathered_row_statistics_and_their_gradients_equal_plain_autograd(dropou
     anchors = torch.randn(a_n, d, dtype=torch.float64, requires_grad=True)
     idx = torch.randint(r, (a_n, k))
     idx[0, :3] = 0
-    mask = (torch.rand(a_n, k, d, dtype=torch.float64) >= 0.5) * 2.0 if dropout else None
+    keep = (torch.rand(a_n, k, d) >= 0.5).to(torch.uint8) if dropout else None
     w = [torch.randn(a_n, k, dtype=torch.float64), torch.randn(a_n, k, dtype=torch.float64),
          torch.randn(a_n, d, dtype=torch.float64)]
 
@@ -105,31 +105,31 @@ def test_gathered_row_statistics_and_their_gradients_equal_plain_autograd(dropou
         loss = sum((x * wi).sum() for x, wi in zip(stats, w))
         return torch.autograd.grad(loss, (table, anchors))
 
-    ours = gathered_row_stats(table, anchors, idx, mask, step=4)
-    g = table[idx] if mask is None else table[idx] * mask
+    ours = gathered_row_stats(table, anchors, idx, keep, 1 / 0.8, step=4)
+    g = table[idx] if keep is None else table[idx] * (keep * 1.25)
     ref = ((g * anchors.unsqueeze(1)).sum(-1), g.norm(dim=-1), g.mean(1))
     for x, y in zip(ours, ref):
         torch.testing.assert_close(x, y)
     for x, y in zip(grads(ours), grads(ref)):
         torch.testing.assert_close(x, y)
     frozen = anchors.detach()  # the table's gradient alone, from the dots and the norms only
-    ours_t = gathered_row_stats(table, frozen, idx, mask, step=5)
-    g = table[idx] if mask is None else table[idx] * mask
+    ours_t = gathered_row_stats(table, frozen, idx, keep, 1.25, step=5)
+    g = table[idx] if keep is None else table[idx] * (keep * 1.25)
     ref_t = ((g * frozen.unsqueeze(1)).sum(-1), g.norm(dim=-1))
     loss_ours, loss_ref = ((x * wi).sum() for x, wi in ((ours_t[0] + ours_t[1], w[0]), (ref_t[0] + ref_t[1], w[0])))
     torch.testing.assert_close(torch.autograd.grad(loss_ours, table)[0], torch.autograd.grad(loss_ref, table)[0])
 
 
-def test_dropout_mask_rates_values_and_seeding() -> None:
+def test_dropout_keep_rates_values_and_seeding() -> None:
     for rate in (0.5, 0.2):
         torch.manual_seed(1)
-        m = dropout_mask((300, 50, 20), rate, "cpu")
-        assert m.shape == (300, 50, 20) and m.dtype == torch.float32
-        torch.testing.assert_close(m.unique(), torch.tensor([0.0, 1 / (1 - rate)]))
-        assert abs((m == 0).float().mean().item() - rate) < 0.01 and abs(m.mean().item() - 1.0) < 0.02
+        m = dropout_keep((300, 50, 20), rate, "cpu")
+        assert m.shape == (300, 50, 20) and m.dtype == torch.uint8
+        assert torch.equal(m.unique(), torch.tensor([0, 1], dtype=torch.uint8))
+        assert abs((m == 0).float().mean().item() - rate) < 0.01
         torch.manual_seed(1)
-        assert torch.equal(m, dropout_mask((300, 50, 20), rate, "cpu"))
-    assert dropout_mask((3, 5), 0.5, "cpu").std() > 0  # not a constant tail from the byte packing
+        assert torch.equal(m, dropout_keep((300, 50, 20), rate, "cpu"))
+    assert dropout_keep((3, 5), 0.5, "cpu").float().std() > 0  # not a constant tail from the byte packing
 
 
 def test_macl_code_is_random_trainable_views_and_dropout_only_in_epoch_one() -> None:

@@ -108,73 +108,73 @@ def released_loss(cos_p: torch.Tensor, cos_n: torch.Tensor, lam: torch.Tensor, t
     return neg_term - pos_term
 
 
-def dropout_mask(shape: tuple[int, ...], rate: float, device: torch.device | str,
-                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Inverted-dropout multipliers (0 with probability `rate`, else 1/(1 − rate)) from the global
-    RNG. At rate 0.5 (the code's) every random byte gives eight entries: on a CPU `bernoulli_` on
-    the (N, K, d) negatives took longer than the rest of the step (`bench/bench_macl.py`)."""
+def dropout_keep(shape: tuple[int, ...], rate: float, device: torch.device | str) -> torch.Tensor:
+    """Dropout's keep pattern (uint8: 0 with probability `rate`, else 1) from the global RNG. At
+    rate 0.5 (the code's) every random byte gives eight entries: on a CPU `bernoulli_` on the
+    (N, K, d) negatives took longer than the rest of the step (`bench/bench_macl.py`)."""
     numel = 1
     for s in shape:
         numel *= int(s)
     if rate == 0.5:
         raw = torch.randint(0, 256, (-(-numel // 8),), dtype=torch.uint8, device=device)
         bits = torch.arange(8, dtype=torch.uint8, device=device)
-        keep = ((raw.unsqueeze(1) >> bits) & 1).view(-1)[:numel].view(shape)
-    else:
-        keep = torch.rand(shape, device=device) >= rate
-    return keep.to(dtype).mul_(1.0 / (1.0 - rate))
+        return ((raw.unsqueeze(1) >> bits) & 1).view(-1)[:numel].view(shape)
+    return (torch.rand(shape, device=device) >= rate).to(torch.uint8)
 
 
 class _GatheredRows(torch.autograd.Function):
-    """`gathered_row_stats` with a hand-written backward. With a dropout mask every gathered row
-    is its own vector: the backward re-gathers each chunk and scatters its row gradients into one
-    (R, d) buffer (autograd through a chunked `index_select` zero-fills a table-sized buffer per
-    chunk, which cost more than the products themselves). Without a mask (every epoch after the
-    first, the code's quirk) a gathered row is a table row: norms come from the table's row norms,
-    means and the anchors' gradient from `embedding_bag`, and the table's gradient from an
-    `embedding_bag` over the transposed index (rows → the anchors that drew them), so neither pass
-    materialises (A, K, d) rows beyond the forward's chunks for the dots (`bench/bench_macl.py`)."""
+    """`gathered_row_stats` with a hand-written backward. With dropout every gathered row is its
+    own vector: the forward keeps them (one (A, K, d) tensor, filled chunk by chunk from the table
+    pre-multiplied by the dropout scale, times the uint8 keep pattern: the same values as the
+    float multipliers, without building them), and the backward scatters each chunk's row
+    gradients into one (R, d) buffer (autograd through a chunked `index_select` zero-fills a
+    table-sized buffer per chunk, which cost more than the products themselves). Without dropout
+    (every epoch after the first, the code's quirk) a gathered row is a table row: norms come from
+    the table's row norms, means and the anchors' gradient from `embedding_bag`, and the table's
+    gradient from an `embedding_bag` over the transposed index (rows → the anchors that drew
+    them), so neither pass keeps (A, K, d) rows beyond the forward's chunks for the dots
+    (`bench/bench_macl.py`)."""
 
     @staticmethod
     def forward(ctx: Any, table: torch.Tensor, anchors: torch.Tensor, idx: torch.Tensor,
-                mask: torch.Tensor | None, step: int) -> tuple[torch.Tensor, ...]:
+                keep: torch.Tensor | None, scale: float, step: int) -> tuple[torch.Tensor, ...]:
+        n_anchors, k = idx.shape
+        ctx.step, ctx.scale = step, scale
+        if keep is None:
+            dots = [torch.bmm(table.index_select(0, idx[s : s + step].reshape(-1)).view(-1, k, table.shape[1]),
+                              anchors[s : s + step].unsqueeze(2)).squeeze(2) for s in range(0, n_anchors, step)]
+            out = torch.cat(dots), table.norm(dim=-1)[idx], F.embedding_bag(idx, table, mode="mean")
+            ctx.save_for_backward(table, anchors, idx)
+            return out
+        src = table * scale if scale != 1.0 else table
+        rows = torch.empty(n_anchors, k, table.shape[1], dtype=table.dtype, device=table.device)
         dots, norms, means = [], [], []
-        for s in range(0, idx.shape[0], step):
-            g = _GatheredRows.rows(table, idx, mask, s, step)
+        for s in range(0, n_anchors, step):
+            g = rows[s : s + step]
+            torch.index_select(src, 0, idx[s : s + step].reshape(-1), out=g.view(-1, g.shape[-1]))
+            g.mul_(keep[s : s + step])
             dots.append(torch.bmm(g, anchors[s : s + step].unsqueeze(2)).squeeze(2))
-            if mask is not None:
-                norms.append(g.norm(dim=-1))
-                means.append(g.mean(1))
-        if mask is None:
-            row_norms = table.norm(dim=-1)
-            out = torch.cat(dots), row_norms[idx], F.embedding_bag(idx, table, mode="mean")
-        else:
-            out = torch.cat(dots), torch.cat(norms), torch.cat(means)
-        ctx.save_for_backward(table, anchors, idx, mask, out[1])
-        ctx.step = step
+            norms.append(g.norm(dim=-1))
+            means.append(g.mean(1))
+        out = torch.cat(dots), torch.cat(norms), torch.cat(means)
+        ctx.save_for_backward(table, anchors, idx, keep, out[1], rows)
         return out
-
-    @staticmethod
-    def rows(table: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor | None, s: int, step: int) -> torch.Tensor:
-        """Chunk `s` of the gathered rows times their dropout multipliers: (c, K, d)."""
-        sel = idx[s : s + step]
-        g = table.index_select(0, sel.reshape(-1)).view(sel.shape[0], sel.shape[1], -1)
-        return g if mask is None else g.mul_(mask[s : s + step])
 
     @staticmethod
     def backward(ctx: Any, g_dots: torch.Tensor | None, g_norms: torch.Tensor | None,
                  g_means: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-        table, anchors, idx, mask, norms = ctx.saved_tensors
-        if mask is None:
+        if len(ctx.saved_tensors) == 3:
+            table, anchors, idx = ctx.saved_tensors
             g_table, g_anch = _GatheredRows.unmasked_backward(table, anchors, idx, g_dots, g_norms, g_means,
                                                               ctx.needs_input_grad)
-            return g_table, g_anch, None, None, None
+            return g_table, g_anch, None, None, None, None
+        table, anchors, idx, keep, norms, rows = ctx.saved_tensors
         step, k = ctx.step, idx.shape[1]
         g_table = torch.zeros_like(table) if ctx.needs_input_grad[0] else None
         g_anch = torch.zeros_like(anchors) if ctx.needs_input_grad[1] else None
         for s in range(0, idx.shape[0], step):
             e = s + step
-            g = _GatheredRows.rows(table, idx, mask, s, step)
+            g = rows[s:e]
             if g_dots is not None and g_anch is not None:
                 g_anch[s:e] = torch.bmm(g_dots[s:e].unsqueeze(1), g).squeeze(1)
             if g_table is None:
@@ -185,9 +185,11 @@ class _GatheredRows(torch.autograd.Function):
                 grad.addcmul_((g_norms[s:e] / torch.where(n > 0, n, torch.ones_like(n))).unsqueeze(2), g)
             if g_means is not None:
                 grad += (g_means[s:e] / k).unsqueeze(1)
-            grad.mul_(mask[s:e])
+            grad.mul_(keep[s:e])
             g_table.index_add_(0, idx[s:e].reshape(-1), grad.view(-1, grad.shape[-1]))
-        return g_table, g_anch, None, None, None
+        if g_table is not None and ctx.scale != 1.0:
+            g_table.mul_(ctx.scale)
+        return g_table, g_anch, None, None, None, None
 
     @staticmethod
     def unmasked_backward(table: torch.Tensor, anchors: torch.Tensor, idx: torch.Tensor,
@@ -226,18 +228,19 @@ class _GatheredRows(torch.autograd.Function):
 
 
 def gathered_row_stats(table: torch.Tensor, anchors: torch.Tensor, idx: torch.Tensor,
-                       mask: torch.Tensor | None = None,
+                       keep: torch.Tensor | None = None, scale: float = 1.0,
                        step: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""Statistics of the gathered rows r_ak = table[idx[a, k]] ⊙ mask[a, k] (a dropout drawn per
-    gathered row, `dropout_mask`), without an (A, K, d) tensor beyond one chunk of anchors:
+    r"""Statistics of the gathered rows r_ak = scale·table[idx[a, k]] ⊙ keep[a, k] (a dropout drawn
+    per gathered row: `dropout_keep` and scale 1/(1 − rate); without `keep`, r_ak = table[idx[a, k]]):
 
     dots[a, k] = ⟨r_ak, anchors[a]⟩ (A, K), norms[a, k] = |r_ak| (A, K), means[a] = mean_k r_ak (A, d).
 
-    table (R, d), anchors (A, d), idx (A, K) rows of `table`, mask (A, K, d) or None.
+    table (R, d), anchors (A, d), idx (A, K) rows of `table`, keep (A, K, d) of 0/1 (uint8) or None.
+    Gradients flow to `table` and `anchors`.
     """
     k, d = idx.shape[1], table.shape[1]
     step = step or max(1, (1 << 22) // max(k * d, 1))  # ~16 MB of gathered rows per chunk
-    return _GatheredRows.apply(table, anchors, idx, mask, int(step))
+    return _GatheredRows.apply(table, anchors, idx, keep, float(scale) if keep is not None else 1.0, int(step))
 
 
 @register_model("macl-code")
@@ -325,8 +328,8 @@ class MACLCode(MACLBase):
 
         Each projector is applied to its whole zero-prepended view table once (the same values as
         the code's projection of every gathered row); dropout, when active, is drawn per gathered
-        row as the code's. The (N, K, d) negatives are reduced chunk by chunk of anchors
-        (`gathered_row_stats`), so only one chunk of gathered rows exists at a time.
+        row as the code's. The (N, K, d) negatives are reduced by `gathered_row_stats`: without
+        dropout only one chunk of gathered rows exists at a time.
         """
         p: MACLCodeParams = self.params
         p_drop = self._p(p.dropout)
@@ -342,8 +345,8 @@ class MACLCode(MACLBase):
         anchors = self.item_proj[0](items, p_drop)
         flat = neg_tables.reshape(-1, neg_tables.shape[-1])
         idx = c.unsqueeze(1) * neg_tables.shape[1] + draws.item_negatives  # (N, K) rows of `flat`
-        mask = dropout_mask((n, k, flat.shape[1]), p_drop, items.device, flat.dtype) if p_drop > 0 else None
-        dots, norms, means = gathered_row_stats(flat, anchors, idx, mask)
+        keep = dropout_keep((n, k, flat.shape[1]), p_drop, items.device) if p_drop > 0 else None
+        dots, norms, means = gathered_row_stats(flat, anchors, idx, keep, 1.0 / (1.0 - p_drop))
         a_norm = anchors.norm(dim=-1)
         cos_n = dots / (a_norm.unsqueeze(1) * norms + EPS)
         cos_p = (anchors * pos).sum(-1) / (a_norm * pos.norm(dim=-1) + EPS)
