@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from sbrbench.data.dataset import ProcessedDataset, augment_all_prefixes, from_sequences
+from sbrbench.results import RunDir
 from sbrbench.reproduce import TABLES, Budget, TableSpec, reproduce, reproduce_status
 from sbrbench.train import TrainingCallback, TrainingInterrupted
 
@@ -61,5 +62,9 @@ def test_a_killed_table_run_resumes_to_the_uninterrupted_numbers(tiny_table, tmp
     assert {r["status"] for r in reproduce_status(table, budget="tiny", results_dir=part)} == {"done"}
     again = reproduce(table, budget="tiny", data_dir=data, results_dir=part)
     assert _runs(part) == before and [r["run_dir"] for r in again["rows"]] == [r["run_dir"] for r in resumed["rows"]]
-    other = reproduce_status(table, budget="tiny", results_dir=part, seed=7)
-    assert {r["status"] for r in other} == {"missing"}  # another seed is another row
+    other = {r["row"]: r for r in reproduce_status(table, budget="tiny", results_dir=part, seed=7)}
+    assert {r["status"] for r in other.values()} == {"missing"}  # another seed is another row
+    assert other["srgnn"]["epochs"] == 3 and other["srgnn"]["eta_estimated"]  # from seed 42's epochs
+    seconds = [float(h["seconds"]) for h in RunDir(Path(resumed["rows"][1]["run_dir"])).read_history()]
+    assert other["srgnn"]["eta_seconds"] == pytest.approx(3 * sum(seconds) / len(seconds))
+    assert other["spop"]["eta_seconds"] is None

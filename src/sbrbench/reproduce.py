@@ -527,31 +527,44 @@ def reproduce_status(
     """Where each row of a table run stands: done / running / interrupted / missing, epochs and ETA.
 
     Reads run records only (no dataset, no model). The ETA of an unfinished neural row is its mean
-    epoch time (training + selection) times the epochs left (None before its first epoch).
+    epoch time (training + selection) times the epochs left; a row without a finished epoch of its
+    own takes the mean epoch time of the same row (table, budget, dataset, label) under other seeds
+    (`eta_estimated`: True), else None.
     """
     spec = TABLES.get(table)
     bud = _with_seeds(_budget(spec, budget), seeds)
     root = paths.results_dir(results_dir)
     out = []
+    epoch_seconds: dict[tuple[str, str], list[float]] = {}  # (dataset, label) -> epoch times, any seed
+    for note in (root / "runs").glob(f"*/*/*/{ROW_NOTE}"):
+        meta = RunDir(note.parent).read_sidecar(ROW_NOTE) or {}
+        if meta.get("table") == spec.key and meta.get("budget") == bud.name:
+            epoch_seconds.setdefault((str(meta.get("dataset")), str(meta.get("label"))), []).extend(
+                float(h.get("seconds", 0)) for h in RunDir(note.parent).read_history())
     for dname in _datasets(spec, datasets):
         for row_seed, row in _seeded_plan(spec, bud, dname, select_on, seed):
             run = _find_run(root, row)
             status = _row_status(run)
-            done, total, eta = 0, None, None
+            done, total, history = 0, bud.epochs if row.neural else None, []
             if run is not None:
                 history = run.read_history()
                 done = len(history)
                 try:
                     total = int(run.read_config().train.epochs) if row.neural else None
                 except SbrError:
-                    total = None
-                if status != "done" and history and total:
-                    per_epoch = sum(float(r.get("seconds", 0)) for r in history) / len(history)
-                    eta = per_epoch * max(total - done, 0)
+                    pass
             label = f"{row.entry.label} (seed {row_seed})" if bud.seeds > 1 and row.neural else row.entry.label
             out.append({"dataset": dname, "row": label, "model": row.entry.model, "status": status,
-                        "epochs_done": done, "epochs": total, "eta_seconds": eta, "seed": row_seed,
-                        "run_dir": str(run) if run is not None else None})
+                        "epochs_done": done, "epochs": total, "eta_seconds": None, "eta_estimated": False,
+                        "seed": row_seed, "run_dir": str(run) if run is not None else None,
+                        "_own": history, "_key": (dname, row.entry.label)})
+    for r in out:
+        own, times = r.pop("_own"), epoch_seconds.get(r.pop("_key")) or []
+        if r["status"] == "done" or not r["epochs"] or not times:
+            continue
+        per_epoch = (sum(float(h.get("seconds", 0)) for h in own) / len(own)) if own else sum(times) / len(times)
+        r["eta_seconds"] = per_epoch * max(r["epochs"] - r["epochs_done"], 0)
+        r["eta_estimated"] = not own
     return out
 
 

@@ -250,8 +250,13 @@ def reproduce(
         t = Table("dataset", "row", "status", "epochs", "ETA", "run", title=f"{table} (budget {budget})")
         for r in rows:
             epochs = "fit" if r["epochs"] is None and r["status"] == "done" else f"{r['epochs_done']}/{r['epochs'] or '?'}"
-            eta = "–" if r["eta_seconds"] is None else f"{r['eta_seconds'] / 60:.0f} min"
+            eta = "–" if r["eta_seconds"] is None else f"{'~' if r['eta_estimated'] else ''}{r['eta_seconds'] / 60:.0f} min"
             t.add_row(r["dataset"], r["row"], r["status"], epochs, eta, r["run_dir"] or "–")
+        left = [r for r in rows if r["status"] != "done"]
+        known = [r["eta_seconds"] for r in left if r["eta_seconds"] is not None]
+        if left:
+            t.caption = (f"{len(left)} of {len(rows)} rows to run; ≈ {sum(known) / 3600:.1f} h of training left for "
+                         f"{len(known)} of them (~: from the same row's other seeds)")
         stdout_console().print(t)
         return
     out = run_reproduce(
