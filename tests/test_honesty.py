@@ -47,6 +47,14 @@ def test_best_is_claimed_only_when_the_correction_allows_it() -> None:
     assert sig["good"]["role"] == "best" and sig["good"]["mark"] == "*" and sig["good"]["claim"]
     assert sig["bad"]["role"] == "worse" and sig["bad"]["mark"] == "" and sig["bad"]["p_holm"] < 0.05
     assert sig["bad"]["vs"] == "good" and sig["none"]["mark"] == "?"
+    # an untested row whose records report more than the best tested row: nobody is claimed best
+    reported = {"good": 0.7, "bad": 0.4, "none": 0.9}
+    sig = table_significance({"MRR@20": {"good": good, "bad": bad, "none": None}}, reported={"MRR@20": reported})
+    assert sig["MRR@20"]["good"]["mark"] == "=" and not sig["MRR@20"]["good"]["claim"]
+    assert sig["MRR@20"]["bad"]["mark"] == "" and sig["MRR@20"]["none"]["mark"] == "?"
+    reported["none"] = 0.5  # below the best tested row: the claim stands
+    sig = table_significance({"MRR@20": {"good": good, "bad": bad, "none": None}}, reported={"MRR@20": reported})
+    assert sig["MRR@20"]["good"]["mark"] == "*"
     # two indistinguishable rows: no claim, both marked as tied with the best
     twin = good + rng.normal(0, 1e-3, N)
     sig = table_significance({"MRR@20": {"a": good, "b": twin}})["MRR@20"]

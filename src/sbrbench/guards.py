@@ -128,7 +128,10 @@ def annotate_rows(
                     if sums[i] == {major} and major is not None else None)
                 for i in idx
             }
-        sig = table_significance(per_example, alpha)
+        reported = {m: {i: (float(np.mean(v)) if (v := [x["values"][m] for x in runs[i]
+                                                        if (x.get("values") or {}).get(m) is not None]) else None)
+                        for i in idx} for m in metrics}
+        sig = table_significance(per_example, alpha, reported)
         stab = {m: seed_stability({i: {x["seed"]: x["values"][m] for x in runs[i]
                                        if m in (x.get("values") or {}) and x.get("seed") is not None}
                                    for i in idx}) for m in metrics}

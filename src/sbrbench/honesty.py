@@ -185,12 +185,15 @@ def mean_over_seeds(values: Sequence[np.ndarray]) -> np.ndarray | None:
 
 
 def table_significance(per_example: Mapping[str, Mapping[Hashable, np.ndarray | None]],
-                       alpha: float = ALPHA) -> dict[str, dict[Hashable, dict[str, Any]]]:
+                       alpha: float = ALPHA,
+                       reported: Mapping[str, Mapping[Hashable, float | None]] | None = None,
+                       ) -> dict[str, dict[Hashable, dict[str, Any]]]:
     """Every row against the best row of each metric, Holm–Bonferroni over the whole table.
 
     `per_example[metric][row]` is the row's per-example values (higher is better; averaged over its
     seeds) or None when it has none. Rows are compared with the best only on the same number of
-    examples. Returns `{metric: {row: {"role", "mark", "mean", "diff", "p", "p_holm", "vs"}}}` with
+    examples. `reported[metric][row]` (optional) is each row's figure as its records state it: the
+    best tested row claims nothing when an untested row reports a higher one. Returns `{metric: {row: {"role", "mark", "mean", "diff", "p", "p_holm", "vs"}}}` with
     role `best` (claimed: every other tested row significantly worse), `tied` (not significantly
     different from the best, or the nominal best without a claim), `worse`, or `untested`.
     """
@@ -226,6 +229,11 @@ def table_significance(per_example: Mapping[str, Mapping[Hashable, np.ndarray | 
             continue
         others = [r for k, r in out[metric].items() if k != best and r["p_holm"] is not None]
         claim = bool(others) and all(r["role"] == "worse" for r in others)
+        figures = (reported or {}).get(metric) or {}
+        top = figures.get(best)
+        if top is not None and any(r["role"] == "untested" and (figures.get(k) or float("-inf")) > top
+                                   for k, r in out[metric].items()):
+            claim = False
         out[metric][best].update(role="best" if claim else "tied", claim=claim, vs=None)
     for res in out.values():
         for r in res.values():
