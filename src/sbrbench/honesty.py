@@ -193,7 +193,8 @@ def table_significance(per_example: Mapping[str, Mapping[Hashable, np.ndarray | 
     `per_example[metric][row]` is the row's per-example values (higher is better; averaged over its
     seeds) or None when it has none. Rows are compared with the best only on the same number of
     examples. `reported[metric][row]` (optional) is each row's figure as its records state it: the
-    best tested row claims nothing when an untested row reports a higher one. Returns `{metric: {row: {"role", "mark", "mean", "diff", "p", "p_holm", "vs"}}}` with
+    best tested row claims nothing when an untested row reports a higher one. Returns
+    `{metric: {row: {"role", "mark", "mean", "diff", "p", "p_holm", "vs"}}}` with
     role `best` (claimed: every other tested row significantly worse), `tied` (not significantly
     different from the best, or the nominal best without a claim), `worse`, or `untested`.
     """

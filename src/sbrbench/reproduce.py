@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -367,15 +368,23 @@ def _seeded_plan(spec: TableSpec, bud: Budget, dataset: str, select_on: str, see
             if row.neural or s == seed]
 
 
-def _find_run(root: Path, row: Row) -> RunDir | None:
-    """The latest run directory of `row` under `root/runs` (matched by its row key), or None."""
-    found = []
+def _tagged_runs(root: Path) -> Iterator[tuple[RunDir, dict[str, Any]]]:
+    """Every run under `root/runs` tagged as a table row, with its tag (`reproduce.json`)."""
     for note in (root / "runs").glob(f"*/*/*/{ROW_NOTE}"):
         run = RunDir(note.parent)
         meta = run.read_sidecar(ROW_NOTE)
-        if meta and meta.get("row_key") == row.key:
-            found.append(run)
+        if meta:
+            yield run, meta
+
+
+def _find_run(root: Path, row: Row) -> RunDir | None:
+    """The latest run directory of `row` under `root/runs` (matched by its row key), or None."""
+    found = [run for run, meta in _tagged_runs(root) if meta.get("row_key") == row.key]
     return max(found, key=lambda r: r.path.name) if found else None
+
+
+def _mean_epoch_seconds(history: list[dict[str, Any]]) -> float:
+    return sum(float(h.get("seconds", 0)) for h in history) / len(history)
 
 
 def _row_status(run: RunDir | None) -> str:
@@ -534,13 +543,8 @@ def reproduce_status(
     spec = TABLES.get(table)
     bud = _with_seeds(_budget(spec, budget), seeds)
     root = paths.results_dir(results_dir)
-    out = []
-    epoch_seconds: dict[tuple[str, str], list[float]] = {}  # (dataset, label) -> epoch times, any seed
-    for note in (root / "runs").glob(f"*/*/*/{ROW_NOTE}"):
-        meta = RunDir(note.parent).read_sidecar(ROW_NOTE) or {}
-        if meta.get("table") == spec.key and meta.get("budget") == bud.name:
-            epoch_seconds.setdefault((str(meta.get("dataset")), str(meta.get("label"))), []).extend(
-                float(h.get("seconds", 0)) for h in RunDir(note.parent).read_history())
+    out: list[dict[str, Any]] = []
+    pending: list[tuple[dict[str, Any], tuple[str, str]]] = []  # unfinished rows without an epoch of their own
     for dname in _datasets(spec, datasets):
         for row_seed, row in _seeded_plan(spec, bud, dname, select_on, seed):
             run = _find_run(root, row)
@@ -554,17 +558,26 @@ def reproduce_status(
                 except SbrError:
                     pass
             label = f"{row.entry.label} (seed {row_seed})" if bud.seeds > 1 and row.neural else row.entry.label
-            out.append({"dataset": dname, "row": label, "model": row.entry.model, "status": status,
-                        "epochs_done": done, "epochs": total, "eta_seconds": None, "eta_estimated": False,
-                        "seed": row_seed, "run_dir": str(run) if run is not None else None,
-                        "_own": history, "_key": (dname, row.entry.label)})
-    for r in out:
-        own, times = r.pop("_own"), epoch_seconds.get(r.pop("_key")) or []
-        if r["status"] == "done" or not r["epochs"] or not times:
-            continue
-        per_epoch = (sum(float(h.get("seconds", 0)) for h in own) / len(own)) if own else sum(times) / len(times)
-        r["eta_seconds"] = per_epoch * max(r["epochs"] - r["epochs_done"], 0)
-        r["eta_estimated"] = not own
+            r = {"dataset": dname, "row": label, "model": row.entry.model, "status": status,
+                 "epochs_done": done, "epochs": total, "eta_seconds": None, "eta_estimated": False,
+                 "seed": row_seed, "run_dir": str(run) if run is not None else None}
+            if status != "done" and total:
+                if history:
+                    r["eta_seconds"] = _mean_epoch_seconds(history) * max(total - done, 0)
+                else:
+                    pending.append((r, (dname, row.entry.label)))
+            out.append(r)
+    if pending:  # the same row (table, budget, dataset, label) under other seeds
+        wanted = {k for _, k in pending}
+        times: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for run, meta in _tagged_runs(root):
+            key = (str(meta.get("dataset")), str(meta.get("label")))
+            if meta.get("table") == spec.key and meta.get("budget") == bud.name and key in wanted:
+                times.setdefault(key, []).extend(run.read_history())
+        for r, key in pending:
+            if times.get(key):
+                r["eta_seconds"] = _mean_epoch_seconds(times[key]) * max(r["epochs"] - r["epochs_done"], 0)
+                r["eta_estimated"] = True
     return out
 
 
