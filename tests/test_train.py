@@ -307,5 +307,39 @@ def test_a_record_with_the_old_file_checksum_pairs_with_new_records_on_the_same_
     (run.path / "env.json").write_text(json.dumps({**json.loads((run.path / "env.json").read_text()),
                                                    "dataset_checksum": m["dataset_checksum"]}))
     assert run.data_checksum() == manifest_checksum(here)
-    (here / "manifest.json").write_text((here / "manifest.json").read_text() + "\n")  # another file, same content
+    (here / "manifest.json").write_text((here / "manifest.json").read_text() + "\n")  # not as preprocessing writes
     assert run.data_checksum() == m["dataset_checksum"]  # not verifiable any more: left as recorded
+
+
+def test_an_old_record_pairs_with_the_same_data_preprocessed_again(small_dir: Path, tmp_path: Path) -> None:
+    """An old record's checksum is the sha256 of its own manifest file; the data preprocessed again
+    (only the audit's timing differs) is proven the same by finding the timing that reproduces it."""
+    import shutil
+
+    from sbrbench.data.dataset import legacy_manifest_checksum, legacy_manifest_matches, manifest_checksum
+    from sbrbench.io import atomic_write_json
+    from sbrbench.results import RunDir
+
+    here = tmp_path / "d" / "processed" / "small" / "t"
+    shutil.copytree(small_dir, here)
+    manifest = json.loads((here / "manifest.json").read_text())
+    manifest["audit"] = {"findings": [], "seconds": 0.068}
+    atomic_write_json(here / "manifest.json", manifest)  # as `preprocess` writes it
+    old = legacy_manifest_checksum(here)
+    rec = train("srgnn", "small", protocol="t", data_dir=tmp_path / "d", results_dir=tmp_path, overrides=SMALL)
+    run = RunDir(rec["run_dir"])
+    for name in ("metrics.json", "env.json"):
+        record = json.loads((run.path / name).read_text())
+        record["dataset_checksum"] = old
+        (run.path / name).write_text(json.dumps(record))
+    manifest["audit"]["seconds"] = 1.5  # preprocessed again: another timing, the same data
+    atomic_write_json(here / "manifest.json", manifest)
+    assert legacy_manifest_checksum(here) != old and legacy_manifest_matches(here, old)
+    assert run.data_checksum() == manifest_checksum(here) == rec["dataset_checksum"]
+    assert evaluate_run(run.path, ks=(20,))["metrics"]["MRR@20"] == pytest.approx(rec["test"]["MRR@20"], abs=1e-9)
+    manifest["n_items"] = int(manifest["n_items"]) + 1  # other data: no timing makes up for it
+    atomic_write_json(here / "manifest.json", manifest)
+    assert not legacy_manifest_matches(here, old)
+    assert run.data_checksum() == old
+    with pytest.raises(SbrError, match="differs from the data this run used"):
+        evaluate_run(run.path, ks=(20,))

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sbrbench.config import RunConfig
-from sbrbench.data.dataset import legacy_manifest_checksum, manifest_checksum
+from sbrbench.data.dataset import legacy_manifest_matches, manifest_checksum
 from sbrbench.data.store import dataset_checksum, load_processed, processed_location
 from sbrbench.errors import DataError, SbrError
 from sbrbench.io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
@@ -501,7 +501,7 @@ class RunDir:
         want = self._recorded_checksum()
         if want and not want.startswith("arrays:"):
             have = dataset_checksum(ds, ds_dir)
-            if have != want and not (ds_dir is not None and legacy_manifest_checksum(ds_dir) == want):
+            if have != want and not (ds_dir is not None and legacy_manifest_matches(ds_dir, want)):
                 raise DataError(
                     f"the local {cfg.dataset} ({cfg.protocol}) at {ds_dir} differs from the data this run used "
                     f"(checksum {have[:12]} vs {want[:12]}): preprocess it again with the same sbrbench and sources "
@@ -514,9 +514,10 @@ class RunDir:
         """The dataset checksum this run recorded, as `manifest_checksum` defines it today.
 
         Records made before the checksum left out the audit's timing hold the sha256 of the
-        manifest file, which no other preprocessing reproduces; when the local copy of the run's
-        dataset has exactly that file, its content checksum is returned instead, so that such a run
-        pairs with later runs on the same local data. Otherwise the recorded value, or None.
+        manifest file of their own preprocessing; when the local copy of the run's dataset is
+        proven the same data (`legacy_manifest_matches`: its manifest differs from that file at
+        most in the timing), its content checksum is returned instead, so that such a run pairs
+        with later runs on the same data. Otherwise the recorded value, or None.
         """
         want = self._recorded_checksum()
         if not want or want.startswith("arrays:"):
@@ -528,7 +529,7 @@ class RunDir:
                 where = recorded
             else:
                 where = processed_location(cfg.dataset, cfg.protocol, data_dir=cfg.data.data_dir)
-            if legacy_manifest_checksum(where) == want:
+            if legacy_manifest_matches(where, want):
                 return manifest_checksum(where)
         except (SbrError, OSError, ValueError):
             pass

@@ -15,6 +15,7 @@ Item ids are 1..n_items-1; id 0 is padding and never a candidate.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -438,6 +439,54 @@ def legacy_manifest_checksum(directory: str | Path) -> str:
     """sha256 of the manifest file's bytes: what run records held before `manifest_checksum`
     (it changed with every preprocessing through the audit's timing)."""
     return sha256_file(Path(directory) / "manifest.json")
+
+
+# The audit writes its timing as round(seconds, 3); audits take well under a second on every
+# registered dataset, so ten minutes (600,001 candidates, about 1 s) is a wide margin.
+LEGACY_TIMING_SEARCH_S = 600
+
+
+def legacy_manifest_matches(directory: str | Path, recorded: str) -> bool:
+    """Whether `recorded`, a checksum of the old kind (`legacy_manifest_checksum`), names the data
+    of the dataset at `directory` although its manifest file came from another preprocessing.
+
+    Two preprocessings of the same sources write manifests that differ only in the audit's timing
+    t = round(seconds, 3). The local manifest is written out again the way preprocessing writes it,
+    with t = 0.000, 0.001, ..., `LEGACY_TIMING_SEARCH_S` in place of its own timing; a sha256 equal
+    to `recorded` proves every other byte (the arrays' sha256 included) the same. False when the
+    local file is not in that canonical form or no timing fits.
+    """
+    path = Path(directory) / "manifest.json"
+    try:
+        raw = path.read_bytes()
+        return _legacy_match(raw, recorded)
+    except (OSError, ValueError):
+        return False
+
+
+@functools.lru_cache(maxsize=64)
+def _legacy_match(raw: bytes, recorded: str) -> bool:
+    if hashlib.sha256(raw).hexdigest() == recorded:
+        return True
+    manifest = json.loads(raw.decode("utf-8"))
+    audit = manifest.get("audit") if isinstance(manifest, dict) else None
+    if not isinstance(audit, dict) or not isinstance(audit.get("seconds"), (int, float)):
+        return False
+    sentinel = "\u0000timing\u0000"
+    own = audit["seconds"]
+    audit["seconds"] = sentinel
+    text = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
+    quoted = json.dumps(sentinel)
+    if text.count(quoted) != 1 or text.replace(quoted, json.dumps(own)).encode("utf-8") != raw:
+        return False
+    before, after = (part.encode("utf-8") for part in text.split(quoted))
+    head = hashlib.sha256(before)
+    for millis in range(LEGACY_TIMING_SEARCH_S * 1000 + 1):
+        h = head.copy()
+        h.update(repr(round(millis / 1000, 3)).encode("ascii") + after)
+        if h.hexdigest() == recorded:
+            return True
+    return False
 
 
 def from_sequences(
