@@ -106,3 +106,46 @@ def test_model_scores_and_learns(name: str, drop: str, tiny: ProcessedDataset, d
         assert p.grad.abs().sum() > 0, f"{name} (drop={drop!r}): {pname} got a zero gradient"
     model.clip_gradients()
     assert all(torch.isfinite(p.grad).all() for _, p in trainable)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_the_next_steps_depend_only_on_what_a_mid_epoch_checkpoint_holds(name: str, tiny: ProcessedDataset) -> None:
+    """A checkpoint taken inside an epoch holds the weights and persistent buffers, the optimizer,
+    the random state and `Model.carried_state`; a model rebuilt from exactly that must take the same
+    next training steps as the model that kept running (else a resumed epoch would drift)."""
+    import copy
+
+    from sbrbench.device import rng_state, set_rng_state
+
+    model = _build(name, tiny)
+    if not model.neural:
+        return
+    src = ExampleSource.from_dataset(tiny, "train", "cpu", graphs=model.needs_graph)
+    batches = [src.batch(slice(i, i + 32)) for i in range(0, 4 * 32, 32)]
+
+    def step(m: Any, opt: torch.optim.Optimizer, batch: Any) -> float:
+        opt.zero_grad(set_to_none=True)
+        loss = m.training_loss(batch)
+        loss.backward()
+        m.clip_gradients()
+        opt.step()
+        return float(loss.detach())
+
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    model.train()
+    model.on_epoch_start(0)
+    for batch in batches[:2]:
+        step(model, opt, batch)
+    saved = ({k: v.clone() for k, v in model.state_dict().items()}, copy.deepcopy(opt.state_dict()), rng_state(),
+             {k: v.clone() for k, v in model.carried_state().items()})
+    kept_running = [step(model, opt, batch) for batch in batches[2:]]
+
+    twin = _build(name, tiny)
+    twin.load_state_dict(saved[0])
+    twin_opt = torch.optim.Adam(twin.parameters(), lr=0.01)
+    twin_opt.load_state_dict(saved[1])
+    twin.train()
+    twin.on_epoch_start(0)
+    twin.load_carried_state(saved[3])
+    set_rng_state(saved[2])
+    assert [step(twin, twin_opt, batch) for batch in batches[2:]] == kept_running

@@ -68,3 +68,29 @@ def test_a_killed_table_run_resumes_to_the_uninterrupted_numbers(tiny_table, tmp
     seconds = [float(h["seconds"]) for h in RunDir(Path(resumed["rows"][1]["run_dir"])).read_history()]
     assert other["srgnn"]["eta_seconds"] == pytest.approx(3 * sum(seconds) / len(seconds))
     assert other["spop"]["eta_seconds"] is None
+
+
+class _TermInSecondEpoch(TrainingCallback):
+    every = 1
+
+    def on_batch(self, epoch: int, done: int, examples_done: int, loss: float) -> None:
+        if (epoch, done) == (2, 2):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_table_run_stopped_inside_an_epoch_resumes_from_that_batch(tiny_table, tmp_path: Path, monkeypatch) -> None:
+    table, data = tiny_table
+    monkeypatch.setattr("sbrbench.models.srgnn.SRGNNParams.dim", 8)
+    full = reproduce(table, budget="tiny", data_dir=data, results_dir=tmp_path / "full")
+    part = tmp_path / "part"
+    with pytest.raises(TrainingInterrupted, match="interrupted in epoch 2 after batch 2 of"):
+        reproduce(table, budget="tiny", data_dir=data, results_dir=part, callback=_TermInSecondEpoch())
+    row = {r["row"]: r for r in reproduce_status(table, budget="tiny", results_dir=part)}["srgnn"]
+    stopped = RunDir(Path(row["run_dir"])).read_metrics()["stopped_in_epoch"]
+    assert stopped["epoch"] == 2 and stopped["batch"] == 2 and stopped["batches"] > 2
+    assert row["status"] == "interrupted" and row["epochs_done"] == 1
+    assert row["epoch_part_done"] == pytest.approx(2 / stopped["batches"])
+    seconds = float(RunDir(Path(row["run_dir"])).read_history()[0]["seconds"])
+    assert row["eta_seconds"] == pytest.approx(seconds * (3 - 1 - 2 / stopped["batches"]))
+    resumed = reproduce(table, budget="tiny", data_dir=data, results_dir=part)
+    assert [r["ours"] for r in resumed["rows"]] == [r["ours"] for r in full["rows"]]

@@ -254,6 +254,76 @@ def test_resume_after_sigterm_is_bit_identical_for_gcegnn_with_dropout(tmp_path:
     assert [r["loss"] for r in losses[0]] == [r["loss"] for r in losses[1]]
 
 
+class _AtBatch(TrainingCallback):
+    """Sends SIGTERM to this process after batch `batch` of epoch `epoch` (once)."""
+
+    every = 1
+
+    def __init__(self, epoch: int, batch: int, signals: int = 1) -> None:
+        self.at, self.signals, self.fired = (epoch, batch), signals, False
+
+    def on_batch(self, epoch: int, done: int, examples_done: int, loss: float) -> None:
+        import os
+        import signal
+
+        if (epoch, done) == self.at and not self.fired:
+            self.fired = True
+            for _ in range(self.signals):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+
+MID_EPOCH = {
+    "gcegnn": {"dim": 8, "hop": 1, "epochs": 2, "batch_size": 16, "lr": 0.01, "dropout_global": 0.5,
+               "dropout_gcn": 0.3, "dropout_local": 0.2, "lr_schedule": "epoch-start", "lr_dc_step": 1},
+    "gru4rec": {"layers": "8", "n_sample": 8, "sparse": False, "epochs": 2, "batch_size": 8,
+                "dropout_p_hidden": 0.3},  # hidden states carried from step to step
+    "csrm": {"emb_dim": 8, "hidden": 8, "memory_size": 4, "memory_window": 16, "epochs": 2, "batch_size": 16},
+    "macl-code": {"dim": 8, "epochs": 2, "batch_size": 16},  # dropout in the first epoch only
+}
+
+
+@pytest.mark.parametrize("name", sorted(MID_EPOCH))
+def test_a_stop_inside_an_epoch_resumes_from_that_batch_to_the_uninterrupted_numbers(
+    name: str, tmp_path: Path
+) -> None:
+    """SIGTERM in the middle of an epoch: the step finishes, that batch is checkpointed, and the
+    resumed run trains only the rest of the epoch and ends bit-identical to an uninterrupted one."""
+    split_dataset("mid", random_sessions(160, 60, 0), (120, 140)).save(tmp_path / "mid")
+    ov = MID_EPOCH[name]
+    full = train(name, tmp_path / "mid", results_dir=tmp_path / "full", overrides=ov, seed=5)
+    with pytest.raises(TrainingInterrupted, match=r"interrupted in epoch 1 after batch 3 of \d+; checkpoint at that batch"):
+        train(name, tmp_path / "mid", results_dir=tmp_path / "part", overrides=ov, seed=5, callback=_AtBatch(1, 3))
+    part = next((tmp_path / "part").glob(f"runs/mid/{name}/*"))
+    assert json.loads((part / "metrics.json").read_text())["status"] == "interrupted"
+    assert not (part / "history.csv").exists()  # no epoch finished
+
+    trained: list[tuple[int, int]] = []
+
+    class Count(TrainingCallback):
+        every = 1
+
+        def on_batch(self, epoch: int, done: int, examples_done: int, loss: float) -> None:
+            trained.append((epoch, done))
+
+    resumed = train(resume=part, callback=Count())
+    assert trained[0] == (1, 4)  # batches 1-3 of epoch 1 are not trained again
+    assert resumed["test"] == full["test"] and resumed["valid"] == full["valid"]
+    wa = load_file(str(Path(full["run_dir"]) / "checkpoint/model.safetensors"))
+    wb = load_file(str(part / "checkpoint/model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    rows = [list(csv.DictReader((Path(r) / "history.csv").open())) for r in (full["run_dir"], part)]
+    assert [(r["loss"], r["lr"]) for r in rows[0]] == [(r["loss"], r["lr"]) for r in rows[1]]
+
+
+def test_a_second_signal_stops_at_once_and_keeps_the_last_epoch(small_dir: Path, tmp_path: Path) -> None:
+    full = _run(small_dir, tmp_path / "full", seed=3)
+    with pytest.raises(TrainingInterrupted, match="checkpoint of epoch 1 kept"):
+        _run(small_dir, tmp_path / "part", seed=3, callback=_AtBatch(2, 2, signals=2))
+    part = next((tmp_path / "part").glob("runs/small/srgnn/*"))
+    resumed = train(resume=part)
+    assert resumed["test"] == full["test"]
+
+
 def test_a_run_record_reloads_on_another_machine_by_dataset_name_and_checksum(
     small_dir: Path, tmp_path: Path
 ) -> None:

@@ -549,21 +549,22 @@ def reproduce_status(
         for row_seed, row in _seeded_plan(spec, bud, dname, select_on, seed):
             run = _find_run(root, row)
             status = _row_status(run)
-            done, total, history = 0, bud.epochs if row.neural else None, []
+            done, total, history, part = 0, bud.epochs if row.neural else None, [], 0.0
             if run is not None:
                 history = run.read_history()
                 done = len(history)
+                part = _part_of_epoch_done(run) if status == "interrupted" else 0.0
                 try:
                     total = int(run.read_config().train.epochs) if row.neural else None
                 except SbrError:
                     pass
             label = f"{row.entry.label} (seed {row_seed})" if bud.seeds > 1 and row.neural else row.entry.label
             r = {"dataset": dname, "row": label, "model": row.entry.model, "status": status,
-                 "epochs_done": done, "epochs": total, "eta_seconds": None, "eta_estimated": False,
-                 "seed": row_seed, "run_dir": str(run) if run is not None else None}
+                 "epochs_done": done, "epoch_part_done": part, "epochs": total, "eta_seconds": None,
+                 "eta_estimated": False, "seed": row_seed, "run_dir": str(run) if run is not None else None}
             if status != "done" and total:
                 if history:
-                    r["eta_seconds"] = _mean_epoch_seconds(history) * max(total - done, 0)
+                    r["eta_seconds"] = _mean_epoch_seconds(history) * max(total - done - part, 0)
                 else:
                     pending.append((r, (dname, row.entry.label)))
             out.append(r)
@@ -576,9 +577,19 @@ def reproduce_status(
                 times.setdefault(key, []).extend(run.read_history())
         for r, key in pending:
             if times.get(key):
-                r["eta_seconds"] = _mean_epoch_seconds(times[key]) * max(r["epochs"] - r["epochs_done"], 0)
+                r["eta_seconds"] = _mean_epoch_seconds(times[key]) * max(
+                    r["epochs"] - r["epochs_done"] - r["epoch_part_done"], 0)
                 r["eta_estimated"] = True
     return out
+
+
+def _part_of_epoch_done(run: RunDir) -> float:
+    """The share of its epoch an interrupted run had trained when it stopped inside one (0 if none)."""
+    try:
+        at = run.read_metrics().get("stopped_in_epoch") or {}
+        return min(max(float(at["batch"]) / float(at["batches"]), 0.0), 1.0)
+    except (SbrError, KeyError, TypeError, ValueError, ZeroDivisionError):
+        return 0.0
 
 
 def _row(spec: TableSpec, dataset: str, model: str, rec: dict[str, Any], ds: Any,

@@ -250,6 +250,8 @@ def reproduce(
         t = Table("dataset", "row", "status", "epochs", "ETA", "run", title=f"{table} (budget {budget})")
         for r in rows:
             epochs = "fit" if r["epochs"] is None and r["status"] == "done" else f"{r['epochs_done']}/{r['epochs'] or '?'}"
+            if r.get("epoch_part_done"):
+                epochs += f" (+{100 * r['epoch_part_done']:.0f} % of epoch {r['epochs_done'] + 1})"
             eta = "–" if r["eta_seconds"] is None else f"{'~' if r['eta_estimated'] else ''}{r['eta_seconds'] / 60:.0f} min"
             t.add_row(r["dataset"], r["row"], r["status"], epochs, eta, r["run_dir"] or "–")
         left = [r for r in rows if r["status"] != "done"]

@@ -135,6 +135,15 @@ class Model(nn.Module):
         """Called by the Trainer at the start of each training epoch (0-based `epoch`), after
         `train()` (default: nothing). For models whose released code changes with the epoch."""
 
+    def carried_state(self) -> dict[str, torch.Tensor]:
+        """Training state a model carries from one batch to the next outside its parameters and
+        persistent buffers (default: none), saved with a checkpoint taken inside an epoch.
+        GRU4Rec's session-parallel hidden states are one."""
+        return {}
+
+    def load_carried_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what `carried_state` returned, on the model's device (default: nothing)."""
+
     def reset_parameters(self) -> None:
         """Re-initialise the parameters.
 

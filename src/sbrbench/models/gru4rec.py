@@ -516,6 +516,14 @@ class GRU4Rec(Model):
         r = h @ out.t() + self.By(y).t()
         return self.sampled_loss(r, y, len(batch)) / len(batch)
 
+    def carried_state(self) -> dict[str, torch.Tensor]:
+        """Each layer's hidden states of the session-parallel lanes, carried between steps."""
+        return {f"hidden{k}": h.detach() for k, h in enumerate(self._state or [])}
+
+    def load_carried_state(self, state: dict[str, torch.Tensor]) -> None:
+        device = self.Wy.weight.device
+        self._state = [state[f"hidden{k}"].to(device) for k in range(len(state))] or None
+
     def _lane_loss(self, batch: LaneBatch) -> torch.Tensor:
         assert batch.lanes is not None and batch.reset is not None
         width = batch.n_lanes

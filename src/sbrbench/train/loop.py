@@ -6,11 +6,19 @@ objective: full-catalogue cross-entropy by default), backward, `model.clip_gradi
 optimizer step. The loss is summed on the device and read only when the callback asks for it
 (`TrainingCallback.every`) and at the end of the epoch, so the step has no host synchronisation.
 Then the selection split is scored, early stopping updated and a checkpoint written.
+
+Ctrl-C or SIGTERM inside an epoch lets the step in progress finish and checkpoints that batch
+(`PartialEpoch`): `--resume` skips the batches done (the order is redrawn from the same seed),
+puts back the random state and the model's carried state of that moment and goes on, so a long
+epoch interrupted loses at most one step and ends with the numbers of an uninterrupted run. A
+second signal, or one outside the steps (evaluation), interrupts at once: the last epoch's
+checkpoint is kept.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 import warnings
@@ -19,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from sbrbench.batching import BatchSource, item_tensor, training_source
 from sbrbench.config import RunConfig
-from sbrbench.device import autocast
+from sbrbench.device import autocast, rng_state, set_rng_state
 from sbrbench.errors import SbrError
 from sbrbench.evaluate import evaluation_source, score_examples
 from sbrbench.metrics import metric_definitions
 from sbrbench.optim import make_optimizer
 from sbrbench.results import RunDir, build_model
 from sbrbench.train.callbacks import SILENT, TrainingCallback, TrainingStart
-from sbrbench.train.checkpoint import Checkpointer, TrainingProgress
+from sbrbench.train.checkpoint import Checkpointer, PartialEpoch, TrainingProgress
 from sbrbench.train.extras import RunExtras
 from sbrbench.train.stopping import EarlyStopping
 
@@ -48,6 +56,14 @@ class TrainingDiverged(SbrError):
     """The loss became NaN or infinite."""
 
 
+class _StopInEpoch(Exception):
+    """A stop requested inside an epoch, raised after the step in progress: where the epoch stands."""
+
+    def __init__(self, partial: PartialEpoch) -> None:
+        super().__init__(f"stop after batch {partial.batch}")
+        self.partial = partial
+
+
 class Trainer:
     """One run: fit (non-neural) or train (neural), select, evaluate on valid and test, record."""
 
@@ -67,6 +83,9 @@ class Trainer:
             self.extras.check_structures()  # a structure holding held-out pairs stops the run here
         self.items = item_tensor(ds, self.device)
         self.progress = TrainingProgress()
+        self.stops = StopRequests()
+        self.epoch_seconds = 0.0  # training seconds of the last epoch trained (`train_epoch`)
+        self.n_batches = 0  # batches per epoch, once training starts
         # built here so that a model refusing the run's options (a one-line error) leaves no run behind
         self.optimizer = (self.model.configure_optimizer(cfg.train.lr, cfg.train.l2)
                           or make_optimizer(self.model, cfg.train.lr, cfg.train.l2)) if self.model.neural else None
@@ -83,8 +102,14 @@ class Trainer:
         return score_examples(self.model, src, int(self.cfg.train.eval_batch_size), self.device,
                               self.cfg.precision)
 
-    def train_epoch(self, epoch: int, source: BatchSource, optimizer: torch.optim.Optimizer) -> float:
-        """One pass over `source` (epoch is 0-based); returns the mean training loss."""
+    def train_epoch(self, epoch: int, source: BatchSource, optimizer: torch.optim.Optimizer,
+                    resume: PartialEpoch | None = None) -> float:
+        """One pass over `source` (epoch is 0-based); returns the mean training loss.
+
+        `resume`: the epoch was interrupted after `resume.batch` batches; those are drawn again
+        (same order) but not trained on, then the random and carried state of that moment are
+        restored. A stop request (`StopRequests`) raises `_StopInEpoch` after the step in progress.
+        """
         import torch
 
         model, cb = self.model, self.callback
@@ -93,22 +118,43 @@ class Trainer:
         model.on_epoch_start(epoch)
         gen = torch.Generator().manual_seed(int(self.cfg.seed) * 1_000_003 + epoch)
         total = torch.zeros((), dtype=torch.float64, device=self.device)
-        seen = 0
+        seen, first, t0 = 0, 0, time.perf_counter()
+        batches = source.batches(bs, generator=gen)
+        if resume is not None:
+            for _ in itertools.islice(batches, resume.batch):
+                pass
+            total.fill_(resume.loss_sum)
+            seen, first = resume.seen, resume.batch
+            t0 -= resume.seconds
+            model.load_carried_state(resume.carried)
+            set_rng_state(resume.rng)
         every = max(int(cb.every), 0)
-        for i, batch in enumerate(source.batches(bs, generator=gen)):
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(self.device, self.cfg.precision):
-                loss = model.training_loss(batch)
-            loss.backward()
-            model.clip_gradients()
-            optimizer.step()
-            n = len(batch)
-            total += loss.detach().double() * n
-            seen += n
-            if i == 0 or (every and (i + 1) % every == 0):
-                mean = self._checked_loss(total, seen, epoch, i)
-                if every and (i + 1) % every == 0:
-                    cb.on_batch(epoch + 1, i + 1, seen, mean)
+        self.stops.deferring = True
+        try:
+            i = first - 1
+            for i, batch in enumerate(batches, start=first):
+                optimizer.zero_grad(set_to_none=True)
+                with autocast(self.device, self.cfg.precision):
+                    loss = model.training_loss(batch)
+                loss.backward()
+                model.clip_gradients()
+                optimizer.step()
+                n = len(batch)
+                total += loss.detach().double() * n
+                seen += n
+                if i == first or (every and (i + 1) % every == 0):
+                    mean = self._checked_loss(total, seen, epoch, i)
+                    if every and (i + 1) % every == 0:
+                        cb.on_batch(epoch + 1, i + 1, seen, mean)
+                if self.stops.pending:
+                    break
+            if self.stops.pending:
+                raise _StopInEpoch(PartialEpoch(batch=i + 1, loss_sum=float(total), seen=seen,
+                                                seconds=time.perf_counter() - t0, rng=rng_state(),
+                                                carried=model.carried_state()))
+        finally:
+            self.stops.deferring = False
+        self.epoch_seconds = time.perf_counter() - t0
         return self._checked_loss(total, seen, epoch, None)
 
     def _checked_loss(self, total: torch.Tensor, seen: int, epoch: int, batch: int | None) -> float:
@@ -149,27 +195,30 @@ class Trainer:
         select = self.cfg.select_split
         key = self.cfg.metric
         bs = int(tcfg.batch_size)
-        n_batches = fit.n_batches(bs)
+        n_batches = self.n_batches = fit.n_batches(bs)
         cb.on_start(TrainingStart(
             model=self.cfg.model, dataset=self.cfg.dataset, run_dir=str(self.run), examples=len(fit),
             batches_per_epoch=n_batches, epochs=int(tcfg.epochs), first_epoch=self.progress.epoch,
             select_split=select, metric=key,
         ))
         epoch = self.progress.epoch
-        restore_term = _sigterm_interrupts()
+        partial, self.progress.partial = self.progress.partial, None
+        on_disk = partial  # what an immediate interruption leaves to resume from
+        restore_signals = self.stops.install()
         self.run.mark_running()
         try:
             for epoch in range(self.progress.epoch, int(tcfg.epochs)):
                 if stopping.should_stop:
                     break
-                if tcfg.lr_schedule == "epoch-start":
+                if tcfg.lr_schedule == "epoch-start" and partial is None:  # stepped before the interruption
                     _step_quietly(scheduler)
                 lr = optimizer.param_groups[0]["lr"]
                 cb.on_epoch_start(epoch + 1, n_batches, len(fit))
-                t0 = time.perf_counter()
-                loss = self.train_epoch(epoch, fit, optimizer)
-                secs = time.perf_counter() - t0
-                self.progress.train_seconds += secs
+                done_before = partial.seconds if partial is not None else 0.0
+                loss = self.train_epoch(epoch, fit, optimizer, resume=partial)
+                partial = None
+                secs = self.epoch_seconds
+                self.progress.train_seconds += secs - done_before
                 if tcfg.lr_schedule == "epoch-end":
                     scheduler.step()
                 t1 = time.perf_counter()
@@ -182,17 +231,30 @@ class Trainer:
                 self.progress.epoch = epoch + 1
                 best = stopping.update(epoch + 1, metrics)
                 ckpt.save(model, optimizer, scheduler, stopping, self.progress, best=best)
+                on_disk = None
                 self.run.write_history(self.progress.history)
                 cb.on_epoch_end(epoch + 1, row)
-        except KeyboardInterrupt:
+        except _StopInEpoch as stop:
+            done = stop.partial
+            self.progress.train_seconds += done.seconds - (partial.seconds if partial is not None else 0.0)
+            self.progress.partial = done
+            ckpt.save(model, optimizer, scheduler, stopping, self.progress, best=False)
             cb.on_end()
             self._finish("interrupted", stopping.best_epoch, None)
             raise TrainingInterrupted(
-                f"interrupted during epoch {epoch + 1}; checkpoint of epoch {self.progress.epoch} kept: "
+                f"interrupted in epoch {epoch + 1} after batch {done.batch} of {n_batches}; checkpoint at that "
+                f"batch kept: resume with `sbrbench train --resume {self.run}`"
+            ) from None
+        except KeyboardInterrupt:
+            cb.on_end()
+            self._finish("interrupted", stopping.best_epoch, None)
+            at = f"batch {on_disk.batch} of epoch {self.progress.epoch + 1}" if on_disk else f"epoch {self.progress.epoch}"
+            raise TrainingInterrupted(
+                f"interrupted during epoch {epoch + 1}; checkpoint of {at} kept: "
                 f"resume with `sbrbench train --resume {self.run}`"
             ) from None
         finally:
-            restore_term()
+            restore_signals()
             self.run.clear_running()
         cb.on_end()
         if stopping.best_epoch is not None:
@@ -238,6 +300,9 @@ class Trainer:
             "hparams": c.hparams,
             "train": dataclasses.asdict(c.train) if self.model.neural else {},
             "fit_info": getattr(self.model, "fit_info", None),
+            **({"stopped_in_epoch": {"epoch": self.progress.epoch + 1, "batch": part.batch,
+                                     "batches": self.n_batches}}
+               if status == "interrupted" and (part := self.progress.partial) is not None else {}),
             **({"paper_best": self.paper_best()} if c.select_on == "test" and self.progress.history else {}),
             **self.extras.fields(self.progress.train_seconds, self.progress.eval_seconds, self.progress.history),
         }
@@ -269,19 +334,36 @@ def _step_quietly(scheduler: Any) -> None:
         scheduler.step()
 
 
-def _sigterm_interrupts() -> Callable[[], None]:
-    """Treat SIGTERM (a scheduler's pre-emption, `kill`) like Ctrl-C while training; returns the undo.
+class StopRequests:
+    """Ctrl-C and SIGTERM (a scheduler's pre-emption, `kill`; background jobs ignore SIGINT) while
+    training. Inside the steps of an epoch (`deferring`) the first request only sets `pending`, so
+    that the step in progress finishes and is checkpointed; a second request, or one anywhere
+    else, raises KeyboardInterrupt at once (the last epoch's checkpoint is kept)."""
 
-    Background jobs ignore SIGINT, so SIGTERM is how they are stopped: the run then keeps its last
-    epoch's checkpoint and an "interrupted" record for `--resume`.
-    """
-    import signal
+    def __init__(self) -> None:
+        self.deferring = False
+        self.pending = False
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.deferring and not self.pending:
+            self.pending = True
+            return
         raise KeyboardInterrupt
 
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        return lambda: None
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    def install(self) -> Callable[[], None]:
+        """Handle SIGINT and SIGTERM with `handler`; returns the undo (nothing off the main thread)."""
+        import signal
+
+        self.pending = False
+        previous: dict[int, Any] = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self.handler)
+        except ValueError:  # not the main thread: leave signals alone
+            return lambda: None
+
+        def undo() -> None:
+            for sig, before in previous.items():
+                signal.signal(sig, before)
+
+        return undo
