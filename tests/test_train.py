@@ -315,6 +315,19 @@ def test_a_stop_inside_an_epoch_resumes_from_that_batch_to_the_uninterrupted_num
     assert [(r["loss"], r["lr"]) for r in rows[0]] == [(r["loss"], r["lr"]) for r in rows[1]]
 
 
+def test_a_damaged_epoch_in_progress_is_a_one_line_error(small_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingInterrupted):
+        _run(small_dir, tmp_path, seed=3, callback=_AtBatch(1, 2))
+    part = next(tmp_path.glob("runs/small/srgnn/*"))
+    state = torch.load(part / "checkpoint" / "state.pt", weights_only=True)
+    assert state["partial"]["batch"] == 2
+    state["partial"] = {"batch": "two"}
+    torch.save(state, part / "checkpoint" / "state.pt")
+    with pytest.raises(SbrError, match="damaged checkpoint state .*epoch in progress is unreadable") as info:
+        train(resume=part)
+    assert "\n" not in str(info.value)
+
+
 def test_a_second_signal_stops_at_once_and_keeps_the_last_epoch(small_dir: Path, tmp_path: Path) -> None:
     full = _run(small_dir, tmp_path / "full", seed=3)
     with pytest.raises(TrainingInterrupted, match="checkpoint of epoch 1 kept"):

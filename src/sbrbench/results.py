@@ -421,11 +421,11 @@ class RunDir:
                 pending.unlink()  # an epoch whose state never committed
         if _file_sha256(self.weights_path("model")) != want_model:
             raise DataError(f"damaged checkpoint weights {self.weights_path('model')} (sha256 differs from "
-                            f"{self.state_path.name}'s): {self._retrain_hint()}")
+                            f"{self.state_path.name}'s): {self.retrain_hint()}")
         if want_best is not None and _file_sha256(self.weights_path("best")) != want_best:
             if want_best != want_model:
                 raise DataError(f"damaged checkpoint weights {self.weights_path('best')} (sha256 differs from "
-                                f"{self.state_path.name}'s): {self._retrain_hint()}")
+                                f"{self.state_path.name}'s): {self.retrain_hint()}")
             atomic_write_bytes(self.weights_path("best"), self.weights_path("model").read_bytes())
 
     def load_weights(self, model: Model, which: str = "best", device: str = "cpu") -> None:
@@ -434,16 +434,16 @@ class RunDir:
 
         path = self.weights_path(which)
         if not path.is_file():
-            raise DataError(f"missing checkpoint weights {path}: {self._retrain_hint()}")
+            raise DataError(f"missing checkpoint weights {path}: {self.retrain_hint()}")
         want = self._pinned_weights(which)
         if want is not None and _file_sha256(path) != want:
             raise DataError(f"damaged checkpoint weights {path} (sha256 differs from {self.state_path.name}'s): "
-                            f"{self._retrain_hint()}")
+                            f"{self.retrain_hint()}")
         try:
             model.load_state_dict(load_file(str(path), device=device))
         except Exception as exc:  # safetensors raises its own error types for a damaged file
             raise DataError(f"damaged checkpoint weights {path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): "
-                            f"{self._retrain_hint()}") from None
+                            f"{self.retrain_hint()}") from None
 
     def _pinned_weights(self, which: str) -> str | None:
         try:
@@ -453,7 +453,8 @@ class RunDir:
         weights = state.get("weights") if state else None
         return weights.get(which) if isinstance(weights, dict) else None
 
-    def _retrain_hint(self) -> str:
+    def retrain_hint(self) -> str:
+        """How to train this run again from scratch, for errors about a damaged checkpoint."""
         try:
             cfg = self.read_config()
         except SbrError:

@@ -102,9 +102,13 @@ class Checkpointer:
         stopping.load_state_dict(state["stopping"])
         set_rng_state(state["rng"])
         part = state.get("partial")
-        partial = None if not part else PartialEpoch(
-            batch=int(part["batch"]), loss_sum=float(part["loss_sum"]), seen=int(part["seen"]),
-            seconds=float(part["seconds"]), rng=state["rng"], carried=dict(part.get("carried") or {}))
+        try:
+            partial = None if not part else PartialEpoch(
+                batch=int(part["batch"]), loss_sum=float(part["loss_sum"]), seen=int(part["seen"]),
+                seconds=float(part["seconds"]), rng=state["rng"], carried=dict(part.get("carried") or {}))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise DataError(f"damaged checkpoint state {self.run.state_path}: its epoch in progress is unreadable; "
+                            f"{self.run.retrain_hint()}") from None
         return TrainingProgress(epoch=int(state["epoch"]), history=list(state["history"]),
                                 train_seconds=float(state["train_seconds"]),
                                 eval_seconds=float(state["eval_seconds"]), partial=partial)
