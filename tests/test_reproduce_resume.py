@@ -94,3 +94,21 @@ def test_a_table_run_stopped_inside_an_epoch_resumes_from_that_batch(tiny_table,
     assert row["eta_seconds"] == pytest.approx(seconds * (3 - 1 - 2 / stopped["batches"]))
     resumed = reproduce(table, budget="tiny", data_dir=data, results_dir=part)
     assert [r["ours"] for r in resumed["rows"]] == [r["ours"] for r in full["rows"]]
+
+
+def test_status_on_the_command_line_says_what_is_left(tiny_table, tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from sbrbench.cli import app
+
+    table, data = tiny_table
+    monkeypatch.setattr("sbrbench.models.srgnn.SRGNNParams.dim", 8)
+    monkeypatch.setenv("COLUMNS", "200")
+    args = ["reproduce", table, "--budget", "tiny", "--status", "--results-dir", str(tmp_path)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and "2 of 2 rows to run; no epoch time known yet" in res.output
+    with pytest.raises(TrainingInterrupted):
+        reproduce(table, budget="tiny", data_dir=data, results_dir=tmp_path, callback=_TermInSecondEpoch())
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and "1 of 2 rows to run; ≈" in res.output and "h of training left for 1 of them" in res.output
+    assert "1/3 (+" in res.output and "% of epoch 2)" in res.output

@@ -256,9 +256,11 @@ def reproduce(
             t.add_row(r["dataset"], r["row"], r["status"], epochs, eta, r["run_dir"] or "–")
         left = [r for r in rows if r["status"] != "done"]
         known = [r["eta_seconds"] for r in left if r["eta_seconds"] is not None]
-        if left:
+        if left and known:
             t.caption = (f"{len(left)} of {len(rows)} rows to run; ≈ {sum(known) / 3600:.1f} h of training left for "
                          f"{len(known)} of them (~: from the same row's other seeds)")
+        elif left:
+            t.caption = f"{len(left)} of {len(rows)} rows to run; no epoch time known yet for any of them"
         stdout_console().print(t)
         return
     out = run_reproduce(
