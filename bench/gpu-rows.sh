@@ -10,14 +10,12 @@
 #   smoke test:  bash bench/gpu-rows.sh --dry-run [ITEM ...] # CPU, the ci budget, under $OUT or /tmp
 #
 # ITEM = TABLE:DATASET:ROW. Without items: the rows the open issues still miss, the costliest on a
-# CPU first (TAGNN family ≈ 1–3 h per row and dataset, macl-code ≈ 30 min per seed, GCE-GNN /
-# CM-GNN ≈ 1 h). The items share DEADLINE_S seconds (default 720): each runs under what is left,
+# CPU first (TAGNN family ≈ 1–3 h per row and dataset, GCE-GNN / CM-GNN ≈ 1 h). The items share DEADLINE_S seconds (default 720): each runs under what is left,
 # stopped by SIGTERM at the deadline (its record then says interrupted; the others are complete).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEFAULT_ITEMS=(
     tagnnpp-table2:yoochoose1_64:tagnn tagnnpp-table2:yoochoose1_64:tagnnpp tagnnpp-table2:yoochoose1_64:tagnnpp-code
-    macl:macl-cellphones:macl-code macl:macl-grocery:macl-code macl:macl-instacart:macl-code
     tagnnpp-table2:diginetica:tagnn tagnnpp-table2:diginetica:tagnnpp tagnnpp-table2:diginetica:tagnnpp-code
     cmgnn:nowplaying:gcegnn cmgnn:nowplaying:cmgnn cmgnn:diginetica:gcegnn cmgnn:diginetica:cmgnn
     cmgnn:nowplaying:srgnn cmgnn:diginetica:srgnn
