@@ -10,8 +10,9 @@
 #   smoke test:  bash bench/gpu-rows.sh --dry-run [ITEM ...] # CPU, the ci budget, under $OUT or /tmp
 #
 # ITEM = TABLE:DATASET:ROW. Without items: the rows the open issues still miss, the costliest on a
-# CPU first (TAGNN family ≈ 1–3 h per row and dataset, GCE-GNN / CM-GNN ≈ 1 h). The items share DEADLINE_S seconds (default 720): each runs under what is left,
-# stopped by SIGTERM at the deadline (its record then says interrupted; the others are complete).
+# CPU first (TAGNN family ≈ 1–3 h per row and dataset, GCE-GNN / CM-GNN ≈ 1 h). The items share
+# DEADLINE_S seconds (default 720): each runs under what is left, stopped by SIGTERM at the
+# deadline (its record then says interrupted; the others are complete).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEFAULT_ITEMS=(
