@@ -298,15 +298,20 @@ def test_a_stop_inside_an_epoch_resumes_from_that_batch_to_the_uninterrupted_num
     assert not (part / "history.csv").exists()  # no epoch finished
 
     trained: list[tuple[int, int]] = []
+    resumed_at: list[tuple[int, int, int]] = []
 
     class Count(TrainingCallback):
         every = 1
+
+        def on_epoch_resumed(self, epoch: int, done: int, examples_done: int) -> None:
+            resumed_at.append((epoch, done, examples_done))
 
         def on_batch(self, epoch: int, done: int, examples_done: int, loss: float) -> None:
             trained.append((epoch, done))
 
     resumed = train(resume=part, callback=Count())
     assert trained[0] == (1, 4)  # batches 1-3 of epoch 1 are not trained again
+    assert resumed_at == [(1, 3, 3 * int(ov["batch_size"]))]
     assert resumed["test"] == full["test"] and resumed["valid"] == full["valid"]
     wa = load_file(str(Path(full["run_dir"]) / "checkpoint/model.safetensors"))
     wb = load_file(str(part / "checkpoint/model.safetensors"))

@@ -26,6 +26,7 @@ class ConsoleProgress(TrainingCallback):
         self._n_batches = 0
         self._t0 = 0.0
         self._next_line = 0
+        self._base = (0, 0)  # (batches, examples) done before this process resumed the epoch
         self._metric = ""
 
     def _print(self, msg: str) -> None:
@@ -55,19 +56,30 @@ class ConsoleProgress(TrainingCallback):
         self._n_batches = n_batches
         self._t0 = time.perf_counter()
         self._next_line = max(n_batches // self._lines, 1)
+        self._base = (0, 0)
         if self._bar is not None:
             if self._batch_task is not None:
                 self._bar.remove_task(self._batch_task)
             self._batch_task = self._bar.add_task(f"epoch {epoch}", total=n_batches, info="")
 
+    def on_epoch_resumed(self, epoch: int, done: int, examples_done: int) -> None:
+        """Rates and ETA count from here: the skipped batches were not trained in this process."""
+        self._t0 = time.perf_counter()
+        self._base = (done, examples_done)
+        step = max(self._n_batches // self._lines, 1)
+        self._next_line = (done // step + 1) * step
+        if self._bar is not None:
+            self._bar.reset(self._batch_task, completed=done)  # no speed sample spans the skip
+        self._print(f"  epoch {epoch}: resumed after batch {done}/{self._n_batches}")
+
     def on_batch(self, epoch: int, done: int, examples_done: int, loss: float) -> None:
         el = max(time.perf_counter() - self._t0, 1e-9)
-        rate = examples_done / el
+        rate = (examples_done - self._base[1]) / el
         if self._bar is not None:
             self._bar.update(self._batch_task, completed=done, info=f"loss {loss:.4f} {rate:.0f} ex/s")
         elif self._n_batches >= 50 and done >= self._next_line:
             self._next_line += max(self._n_batches // self._lines, 1)
-            eta = el / done * max(self._n_batches - done, 0)
+            eta = el / max(done - self._base[0], 1) * max(self._n_batches - done, 0)
             print(f"  epoch {epoch} batch {done}/{self._n_batches} loss {loss:.4f} {rate:.0f} ex/s eta {eta:.0f}s",
                   file=sys.stderr, flush=True)
 

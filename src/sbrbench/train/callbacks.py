@@ -37,6 +37,9 @@ class TrainingCallback:
     def on_epoch_start(self, epoch: int, n_batches: int, examples: int) -> None:
         """Before epoch `epoch` (1-based) of `n_batches` batches and `examples` examples."""
 
+    def on_epoch_resumed(self, epoch: int, done: int, examples_done: int) -> None:
+        """Epoch `epoch` continues after `done` batches (`examples_done` examples) of an interrupted run."""
+
     def on_batch(self, epoch: int, done: int, examples_done: int, loss: float) -> None:
         """After `done` batches of the epoch (every `every` batches); `loss`: running mean."""
 

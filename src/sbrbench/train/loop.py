@@ -128,6 +128,7 @@ class Trainer:
             t0 -= resume.seconds
             model.load_carried_state(resume.carried)
             set_rng_state(resume.rng)
+            cb.on_epoch_resumed(epoch + 1, first, seen)
         every = max(int(cb.every), 0)
         self.stops.deferring = True
         try:
