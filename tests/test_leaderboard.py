@@ -86,6 +86,9 @@ def test_leaderboard_cli(results: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert json.loads(p.stdout)["rows"] == []
     p = _cli("leaderboard", "--results-dir", str(results), "--metric", "MAP@20", capsys=capsys)
     assert p.returncode == 1 and p.stderr.startswith("error: unknown metric") and p.stderr.count("\n") == 1
+    p = _cli("leaderboard", "--results-dir", str(results / "typo"), capsys=capsys)
+    assert p.returncode == 1 and p.stderr == f"error: no results directory at {results / 'typo'}: train a model first or pass --results-dir\n"
+    assert not (results / "typo").exists()
 
 
 def test_leaderboard_ignores_malformed_values(tmp_path: Path) -> None:

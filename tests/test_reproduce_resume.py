@@ -112,3 +112,20 @@ def test_status_on_the_command_line_says_what_is_left(tiny_table, tmp_path: Path
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0 and "1 of 2 rows to run; ≈" in res.output and "h of training left for 1 of them" in res.output
     assert "1/3 (+" in res.output and "% of epoch 2)" in res.output
+    res = CliRunner().invoke(app, [*args, "--rows", "srgnn"])
+    assert res.exit_code == 0 and "1 of 1 rows to run; ≈" in res.output and "spop" not in res.output
+    res = CliRunner().invoke(app, [*args, "--rows", "nosuch"])
+    assert res.exit_code != 0 and str(res.exception) == f"{table} has no row 'nosuch'; it has: spop, srgnn"
+
+
+def test_a_table_whose_datasets_are_all_unprocessed_is_a_one_line_error_and_writes_nothing(
+    tiny_table, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_evaluate import _cli
+
+    table, _ = tiny_table
+    p = _cli("reproduce", table, "--budget", "tiny", "--data-dir", str(tmp_path / "empty"),
+             "--results-dir", str(tmp_path / "res"), capsys=capsys)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1
+    assert p.stderr.startswith("error: nothing to reproduce: reptoy: dataset reptoy (protocol t) is not processed yet")
+    assert not (tmp_path / "res" / "reproduce").exists()

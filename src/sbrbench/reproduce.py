@@ -502,6 +502,9 @@ def reproduce(
             if on_subset and not row.neural:
                 rows[-1]["data"] = f"top {bud.top_items} items"
             rows[-1]["seed"] = row_seed
+    if unavailable and not rows:
+        name, why = next(iter(unavailable.items()))
+        raise SbrError(f"nothing to reproduce: {name}: {why}")
     if bud.seeds > 1:
         rows = aggregate_seeds(rows, spec.metrics)
     out = {
@@ -532,6 +535,7 @@ def reproduce_status(
     select_on: str = "valid",
     seed: int = 42,
     seeds: int | None = None,
+    only_rows: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Where each row of a table run stands: done / running / interrupted / missing, epochs and ETA.
 
@@ -542,11 +546,14 @@ def reproduce_status(
     """
     spec = TABLES.get(table)
     bud = _with_seeds(_budget(spec, budget), seeds)
+    _check_rows(spec, only_rows)
     root = paths.results_dir(results_dir)
     out: list[dict[str, Any]] = []
     pending: list[tuple[dict[str, Any], tuple[str, str]]] = []  # unfinished rows without an epoch of their own
     for dname in _datasets(spec, datasets):
         for row_seed, row in _seeded_plan(spec, bud, dname, select_on, seed):
+            if only_rows and row.entry.label not in only_rows:
+                continue
             run = _find_run(root, row)
             status = _row_status(run)
             done, total, history, part = 0, bud.epochs if row.neural else None, [], 0.0

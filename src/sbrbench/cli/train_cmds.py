@@ -221,7 +221,7 @@ def reproduce(
     budget: Annotated[str, typer.Option("--budget", help="full (paper settings), reduced (3 epochs for every neural row, full data), long (10 epochs, full data), small (1 epoch on the top-1000-item subset) or ci.")] = "full",
     datasets: Annotated[list[str] | None, typer.Option("--datasets", help="Only these datasets.")] = None,
     rows: Annotated[list[str] | None, typer.Option(
-        "--rows", help="Train only these rows (labels); other rows are shown when already finished.")] = None,
+        "--rows", help="Train only these rows (labels); other rows are shown when already finished (with --status: only these rows).")] = None,
     select_on: SelectOnOpt = "valid",
     gpu: GpuOpt = None,
     device: DeviceOpt = None,
@@ -241,7 +241,7 @@ def reproduce(
 
     if status:
         rows = reproduce_status(table, budget=budget, datasets=datasets, results_dir=results_dir,
-                                select_on=select_on, seed=seed, seeds=seeds)
+                                select_on=select_on, seed=seed, seeds=seeds, only_rows=rows)
         if json_out:
             emit_json({"table": table, "budget": budget, "rows": rows})
             return
