@@ -47,6 +47,8 @@ def test_models_json_lists_hyper_parameters() -> None:
     "args, message",
     [
         (["train", "srgn", "--dataset", "toy"], "Did you mean 'srgnn'"),
+        (["train", "srgn"], "Did you mean 'srgnn'"),  # named before the (unprocessed) default dataset
+        (["train", "srgnn", "--epochs", "0"], "'epochs' must be >= 1"),
         (["train", "srgnn", "--dataset", "toy", "--set", "dimm=3"], "valid keys"),
         (["train", "srgnn", "--dataset", "toy", "--set", "dim=big"], "expects an integer"),
         (["train", "srgnn", "--dataset", "toy", "--gpu", "0"], "CUDA is not available"),

@@ -106,14 +106,17 @@ def train(
     from sbrbench.options import parse_key_values
     from sbrbench.train import train as run_train
 
-    if resume is None:
-        if model is None:
-            raise SbrError("give a MODEL (and a dataset), or --resume RUN_DIR")
-        dataset = _dataset(dataset_arg, dataset)
-    dev = _device(gpu, device)
     overrides: dict[str, object] = parse_key_values(set_, "--set")
     typed = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "l2": l2, "patience": patience}
     overrides.update({k: v for k, v in typed.items() if v is not None})
+    if resume is None:
+        if model is None:
+            raise SbrError("give a MODEL (and a dataset), or --resume RUN_DIR")
+        from sbrbench.models import resolve_config
+
+        resolve_config(model, None, overrides)  # an unknown model or setting is named before any data is read
+        dataset = _dataset(dataset_arg, dataset)
+    dev = _device(gpu, device)
     if seeds is not None and seeds != 1:
         _train_seeds(run_train, model, dataset, seeds=seeds, seed=seed, json_out=json_out, protocol=protocol,
                      data_dir=data_dir, results_dir=results_dir, overrides=overrides, select_on=select_on,
