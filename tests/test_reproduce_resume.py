@@ -129,3 +129,45 @@ def test_a_table_whose_datasets_are_all_unprocessed_is_a_one_line_error_and_writ
     assert p.returncode == 1 and p.stderr.count("\n") == 1
     assert p.stderr.startswith("error: nothing to reproduce: reptoy: dataset reptoy (protocol t) is not processed yet")
     assert not (tmp_path / "res" / "reproduce").exists()
+
+
+def test_a_row_another_table_already_trained_identically_is_reused_not_retrained(
+    tiny_table, tmp_path: Path, monkeypatch
+) -> None:
+    """Same model, settings, data, protocol, seed and selection: one record serves both tables; a
+    different setting (another table's budget override) or protocol trains its own."""
+    from dataclasses import replace
+
+    table, data = tiny_table
+    monkeypatch.setattr("sbrbench.models.srgnn.SRGNNParams.dim", 8)
+    first = reproduce(table, budget="tiny", data_dir=data, results_dir=tmp_path)
+    spec = TABLES.get(table)
+    twins = {
+        "test-twin": replace(spec, key="test-twin", models=("srgnn", "spop")),
+        "test-lr": replace(spec, key="test-lr", budget_overrides={"tiny": {"srgnn": {"lr": 0.01}}}),
+        "test-proto": replace(spec, key="test-proto", protocol="u"),
+    }
+    for key, twin in twins.items():
+        TABLES.register(key)(twin)
+    try:
+        started: list[str] = []
+
+        class Starts(TrainingCallback):
+            def on_start(self, info) -> None:  # type: ignore[no-untyped-def]
+                started.append(info.model)
+
+        runs = {r["model"]: r["run_dir"] for r in first["rows"]}
+        twin = reproduce("test-twin", budget="tiny", data_dir=data, results_dir=tmp_path, callback=Starts())
+        assert started == [] and {r["model"]: r["run_dir"] for r in twin["rows"]} == runs
+        assert {r["model"]: r["ours"] for r in twin["rows"]} == {r["model"]: r["ours"] for r in first["rows"]}
+        status = {r["row"]: r for r in reproduce_status("test-twin", budget="tiny", results_dir=tmp_path)}
+        assert {r["status"] for r in status.values()} == {"done"} and status["srgnn"]["run_dir"] == runs["srgnn"]
+        other = reproduce("test-lr", budget="tiny", data_dir=data, results_dir=tmp_path, callback=Starts())
+        assert started == ["srgnn"]  # S-POP is the same row; SR-GNN at another learning rate is not
+        got = {r["model"]: r["run_dir"] for r in other["rows"]}
+        assert got["spop"] == runs["spop"] and got["srgnn"] != runs["srgnn"]
+        proto = {r["row"]: r["status"] for r in reproduce_status("test-proto", budget="tiny", results_dir=tmp_path)}
+        assert proto == {"spop": "missing", "srgnn": "missing"}  # another protocol is other data
+    finally:
+        for key in twins:
+            TABLES.unregister(key)

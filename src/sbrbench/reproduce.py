@@ -12,8 +12,10 @@ used (epochs, training examples, device) is printed in the table and stored in t
 
 Long tables survive interruptions: every row is a run record tagged with its row key, so running
 the same command again reuses finished rows, resumes interrupted ones and runs the rest;
-`reproduce_status` (`sbrbench reproduce TABLE --status`) says where each row stands. Put long runs'
-results outside the checkout (`--results-dir` / `$SBRBENCH_RESULTS_DIR`).
+`reproduce_status` (`sbrbench reproduce TABLE --status`) says where each row stands. A row that
+trains exactly what a finished row of another table trained (same model, settings, dataset and
+protocol, seed, selection and data limits) reuses that record instead of training again. Put long
+runs' results outside the checkout (`--results-dir` / `$SBRBENCH_RESULTS_DIR`).
 """
 
 from __future__ import annotations
@@ -337,6 +339,23 @@ class Row:
     select_on: str
     max_train_examples: int | None
     key: str
+    seed: int = 0
+    # what the row trains, without the table and label: equal for identical rows of two tables
+    content: str = ""
+
+
+def _protocol(spec: TableSpec, dataset: str) -> str | None:
+    """The protocol a table's row on `dataset` trains under (the table's, else the dataset's default)."""
+    if spec.protocol is not None:
+        return spec.protocol
+    from sbrbench.data.registry import load_registry
+
+    spec_of = load_registry().get(dataset)
+    return spec_of.default_protocol if spec_of is not None else None
+
+
+def _hash(ident: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _plan(spec: TableSpec, bud: Budget, dataset: str, select_on: str, seed: int) -> list[Row]:
@@ -353,13 +372,27 @@ def _plan(spec: TableSpec, bud: Budget, dataset: str, select_on: str, seed: int)
         # set, as the papers fit them (recorded as select_on=test in their runs).
         sel = select_on if neural else "test"
         limit = (row_limit or bud.max_train_examples) if neural else None
-        ident = {"table": spec.key, "budget": bud.name, "dataset": dataset, "label": entry.label,
-                 "model": MODELS.canonical(entry.model), "overrides": sorted(overrides.items()), "seed": seed,
-                 "select_on": sel, "max_train_examples": limit,
-                 "top_items": bud.top_items if (neural or spec.baselines_on_subset) else None}
-        key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        rows.append(Row(dataset, entry, neural, overrides, sel, limit, key))
+        trains = {"dataset": dataset, "model": MODELS.canonical(entry.model), "overrides": sorted(overrides.items()),
+                  "seed": seed, "select_on": sel, "max_train_examples": limit,
+                  "top_items": bud.top_items if (neural or spec.baselines_on_subset) else None}
+        key = _hash({**trains, "table": spec.key, "budget": bud.name, "label": entry.label})
+        content = _hash({**trains, "protocol": _protocol(spec, dataset)})
+        rows.append(Row(dataset, entry, neural, overrides, sel, limit, key, seed, content))
     return rows
+
+
+def _same_rows(row: Row) -> set[str]:
+    """Row keys of the other tables' rows that train exactly what `row` trains (`Row.content`)."""
+    keys: set[str] = set()
+    for name in TABLES:
+        spec = TABLES.get(name)
+        if row.dataset not in spec.datasets:
+            continue
+        for bud in spec.budgets.values():
+            keys.update(r.key for r in _plan(spec, bud, row.dataset, row.select_on, row.seed)
+                        if r.content == row.content)
+    keys.discard(row.key)
+    return keys
 
 
 def _seeded_plan(spec: TableSpec, bud: Budget, dataset: str, select_on: str, seed: int) -> list[tuple[int, Row]]:
@@ -378,8 +411,17 @@ def _tagged_runs(root: Path) -> Iterator[tuple[RunDir, dict[str, Any]]]:
 
 
 def _find_run(root: Path, row: Row) -> RunDir | None:
-    """The latest run directory of `row` under `root/runs` (matched by its row key), or None."""
-    found = [run for run, meta in _tagged_runs(root) if meta.get("row_key") == row.key]
+    """The latest run directory of `row` under `root/runs`, or None.
+
+    Matched by its row key; failing that, a finished run of another table's row that trains exactly
+    the same (model, settings, dataset and protocol, seed, selection, data limits: `_same_rows`) is
+    reused, so a baseline shared by two tables is trained once.
+    """
+    tagged = list(_tagged_runs(root))
+    found = [run for run, meta in tagged if meta.get("row_key") == row.key]
+    if not found:
+        same = _same_rows(row)
+        found = [run for run, meta in tagged if meta.get("row_key") in same and run.status() == "complete"]
     return max(found, key=lambda r: r.path.name) if found else None
 
 
