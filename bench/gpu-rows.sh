@@ -16,10 +16,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEFAULT_ITEMS=(
-    tagnnpp-table2:yoochoose1_64:tagnn tagnnpp-table2:yoochoose1_64:tagnnpp tagnnpp-table2:yoochoose1_64:tagnnpp-code
+    tagnnpp-table2:yoochoose1_64:tagnnpp tagnnpp-table2:yoochoose1_64:tagnnpp-code
     tagnnpp-table2:diginetica:tagnn tagnnpp-table2:diginetica:tagnnpp tagnnpp-table2:diginetica:tagnnpp-code
     cmgnn:nowplaying:gcegnn cmgnn:nowplaying:cmgnn cmgnn:diginetica:gcegnn cmgnn:diginetica:cmgnn
-    cmgnn:nowplaying:srgnn cmgnn:diginetica:srgnn
+    cmgnn:diginetica:srgnn
 )
 mode=run
 case "${1:-}" in
