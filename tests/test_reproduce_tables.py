@@ -48,6 +48,16 @@ def test_claims_compare_our_gain_with_the_papers() -> None:
     assert "GCE-GNN" in md
 
 
+
+def test_a_budget_s_own_notes_appear_only_in_that_budget_s_table() -> None:
+    spec = TABLES.get("tagnnpp-table2")
+    out = {"select_on": "valid", "device": "cpu", "rows": [], "unavailable": {}, "claims": []}
+    ci = render_reproduction_markdown({**out, "budget": "ci"}, spec)
+    reduced = render_reproduction_markdown({**out, "budget": "reduced"}, spec)
+    assert "CSRM at lr 0.005" in ci and "CSRM at lr 0.005" not in reduced
+    assert "GC-SAN has no official code" in ci and "GC-SAN has no official code" in reduced
+
+
 @pytest.mark.slow
 def test_reproduce_tagnnpp_table3_ci(diginetica, tmp_path: Path) -> None:
     diginetica.save(tmp_path / "data" / "processed" / "diginetica" / "srgnn")

@@ -87,6 +87,7 @@ class TableSpec:
     unavailable: dict[str, str] = field(default_factory=dict)  # dataset -> reason when not processed
     variants: tuple[Entry, ...] = ()
     notes: tuple[str, ...] = ()
+    budget_notes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # budget -> notes of that budget only
     claims: dict[str, float] = field(default_factory=dict)
     claims_model: str | None = None
     claims_models: tuple[str, ...] = ()  # several rows against the same baselines (instead of claims_model)
@@ -144,9 +145,9 @@ TABLES.register("srgnn-table2")(
              "`sbrbench models`); the FPMC figures are the widely cited ones (no Yoochoose 1/4 run in the paper)."),
             ("GRU4Rec is the official PyTorch implementation's algorithm with its tuned parameter files (Diginetica: "
              "BPR-max, 512 units; Yoochoose: the RSC15 file); the paper's GRU4Rec figures are older runs."),
-            ("Budget ci only (CI time): GRU4Rec with 100 units and 512 negatives, NARM and STAMP at lr 0.01, each "
-             "on its first 60,000 training examples of the slice."),
         ),
+        budget_notes={"ci": ("CI time: GRU4Rec with 100 units and 512 negatives, NARM and STAMP at lr 0.01, each "
+                             "on its first 60,000 training examples of the slice.",)},
         budget_overrides={"ci": {
             "gru4rec": {"layers": "100", "n_sample": 512, "max_train_examples": 60_000},
             "narm": {"lr": 0.01, "max_train_examples": 60_000},
@@ -185,9 +186,9 @@ TABLES.register("tagnnpp-table2")(
                 "fixed (the released `hidden - self.sgcn(...)` discards it: `dgtn-code`) and neighbour sessions "
                 "taken from the fitted training sessions only. The paper's Transformer row is TAGNN++ without "
                 "its GNN: `reproduce tagnnpp-table3` (tagnnpp-no_gnn)."),
-               "GC-SAN has no official code: RecBole's implementation and defaults (d = 64, one block, one head).",
-               ("Budget ci only (CI time, 10,000 training examples): NARM and STAMP at lr 0.01, CSRM at lr 0.005, "
-                "each in batches of 128; DGTN at lr 0.003.")),
+               "GC-SAN has no official code: RecBole's implementation and defaults (d = 64, one block, one head)."),
+        budget_notes={"ci": ("CI time, 10,000 training examples: NARM and STAMP at lr 0.01, CSRM at lr 0.005, "
+                             "each in batches of 128; DGTN at lr 0.003.",)},
         budget_overrides={"ci": {
             "narm": {"lr": 0.01, "batch_size": 128},
             "stamp": {"lr": 0.01, "batch_size": 128},
@@ -792,6 +793,6 @@ def render_reproduction_markdown(out: dict[str, Any], spec: TableSpec) -> str:
                   "official code's HR-or-MRR rule. Optimistic by construction."]
     if any(r.get("marks") for r in out["rows"]):
         lines += ["", f"Marks: {MARK_LEGEND}. Cost columns are read from the run records (mean over seeds)."]
-    for note in spec.notes:
+    for note in (*spec.notes, *spec.budget_notes.get(out["budget"], ())):
         lines += ["", f"Note: {note}"]
     return "\n".join(lines) + "\n"
