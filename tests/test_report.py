@@ -146,6 +146,10 @@ def test_report_command(results: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert exc.value.code in (0, None)
     rec = json.loads(capsys.readouterr().out)
     assert rec["path"] == str(out) and out.is_file() and rec["runs"] == 7
+    with pytest.raises(SystemExit) as exc:
+        main(["report", "--results-dir", str(results / "typo"), "--out", str(tmp_path / "t.html")])
+    assert exc.value.code == 1 and not (tmp_path / "t.html").exists()
+    assert capsys.readouterr().err == f"error: no results directory at {results / 'typo'}: train a model first or pass --results-dir\n"
 
 
 def _chromium() -> str:

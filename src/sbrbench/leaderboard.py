@@ -136,8 +136,6 @@ def build_leaderboard(
     selection (validation first) and the first metric, best first.
     """
     root = results_dir(results_root)
-    if not root.is_dir():
-        raise SbrError(f"no results directory at {root}: train a model first or pass --results-dir")
     mets = [_canonical(m) for m in (metrics or DEFAULT_METRICS)]
     runs, skipped = collect_runs(root, dataset, split, mets)
     latest: dict[tuple[Any, ...], dict[str, Any]] = {}

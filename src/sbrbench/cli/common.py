@@ -28,6 +28,18 @@ ResultsDirOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else there.")]
 
 
+def existing_results_dir(option: Path | None) -> Path:
+    """The results directory a reading command aggregates; a one-line error when it does not exist
+    (a mistyped --results-dir would otherwise give an empty page written into a new directory)."""
+    from sbrbench.errors import SbrError
+    from sbrbench.paths import results_dir
+
+    root = results_dir(option)
+    if not root.is_dir():
+        raise SbrError(f"no results directory at {root}: train a model first or pass --results-dir")
+    return root
+
+
 def emit_json(obj: Any) -> None:
     """Write `obj` as one JSON object on stdout."""
     sys.stdout.write(json.dumps(obj, default=str) + "\n")

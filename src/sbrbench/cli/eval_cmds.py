@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from sbrbench.cli.app import app
-from sbrbench.cli.common import JsonOpt, ResultsDirOpt, emit_json, stdout_console
+from sbrbench.cli.common import JsonOpt, ResultsDirOpt, emit_json, existing_results_dir, stdout_console
 from sbrbench.errors import SbrError
 
 
@@ -156,6 +156,7 @@ def leaderboard(
     """Aggregate runs into a leaderboard (mean ± std over seeds) beside published figures."""
     from sbrbench import leaderboard as lbm
 
+    results_dir = existing_results_dir(results_dir)
     lb = lbm.build_leaderboard(results_dir, dataset=dataset, metrics=metric, split=split)
     md, cs = lbm.write_leaderboard(lb, results_dir)
     if json_out:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from sbrbench.cli.app import app
-from sbrbench.cli.common import JsonOpt, ResultsDirOpt, emit_json, stdout_console
+from sbrbench.cli.common import JsonOpt, ResultsDirOpt, emit_json, existing_results_dir, stdout_console
 
 
 @app.command()
@@ -26,7 +26,7 @@ def report(
     curves, ablation charts with significance marks, reproduced tables and every run's provenance."""
     from sbrbench.report import write_report
 
-    res = write_report(results_dir, out, datasets=dataset, metrics=metric)
+    res = write_report(existing_results_dir(results_dir), out, datasets=dataset, metrics=metric)
     if json_out:
         emit_json(res)
         return
