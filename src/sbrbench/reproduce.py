@@ -340,9 +340,9 @@ class Row:
     select_on: str
     max_train_examples: int | None
     key: str
-    seed: int = 0
+    seed: int
     # what the row trains, without the table and label: equal for identical rows of two tables
-    content: str = ""
+    content: str
 
 
 def _protocol(spec: TableSpec, dataset: str) -> str | None:
