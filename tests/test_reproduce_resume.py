@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -171,3 +172,56 @@ def test_a_row_another_table_already_trained_identically_is_reused_not_retrained
     finally:
         for key in twins:
             TABLES.unregister(key)
+
+
+
+class _StatusInFirstEpoch(TrainingCallback):
+    """Asks `reproduce --status` where the table stands while its srgnn row is in batch 3 of epoch 1."""
+
+    every = 1
+
+    def __init__(self, table: str, root: Path) -> None:
+        self.table, self.root = table, root
+        self.seen: dict = {}
+        self.mark: dict | None = None
+
+    def on_batch(self, epoch: int, done: int, examples_done: int, loss: float) -> None:
+        if (epoch, done) == (1, 3):
+            self.seen = {r["row"]: r for r in reproduce_status(self.table, budget="tiny", results_dir=self.root)}
+            self.mark = RunDir(Path(self.seen["srgnn"]["run_dir"])).running_mark()
+
+
+def test_status_projects_the_eta_of_a_row_in_its_first_epoch(tiny_table, tmp_path: Path, monkeypatch) -> None:
+    """A running row's heartbeat and an interrupted row's stop record say how far its first epoch is."""
+    table, data = tiny_table
+    monkeypatch.setattr("sbrbench.models.srgnn.SRGNNParams.dim", 8)
+    monkeypatch.setattr("sbrbench.train.loop.Trainer.heartbeat_seconds", 0.0)
+    cb = _StatusInFirstEpoch(table, tmp_path / "live")
+    reproduce(table, budget="tiny", data_dir=data, results_dir=tmp_path / "live", callback=cb)
+    row, beat = cb.seen["srgnn"], (cb.mark or {}).get("progress")
+    assert row["status"] == "running" and row["epochs_done"] == 0 and beat is not None
+    assert (beat["epoch"], beat["batch"]) == (1, 2)  # the beat after batch 2; batch 3 is being reported
+    part = 2 / beat["batches"]
+    assert row["epoch_part_done"] == pytest.approx(part) and row["eta_estimated"]
+    assert row["eta_seconds"] == pytest.approx(beat["seconds"] / part * (3 - part))
+    assert not (Path(row["run_dir"]) / "running.json").exists()  # cleared when the run ends
+
+    class _TermInFirstEpoch(_TermInSecondEpoch):
+        def on_batch(self, epoch: int, done: int, examples_done: int, loss: float) -> None:
+            if (epoch, done) == (1, 2):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    stopped_root = tmp_path / "stopped"
+    with pytest.raises(TrainingInterrupted, match="interrupted in epoch 1 after batch 2 of"):
+        reproduce(table, budget="tiny", data_dir=data, results_dir=stopped_root, callback=_TermInFirstEpoch())
+    row = {r["row"]: r for r in reproduce_status(table, budget="tiny", results_dir=stopped_root)}["srgnn"]
+    run = RunDir(Path(row["run_dir"]))
+    rec = run.read_metrics()
+    at = rec["stopped_in_epoch"]
+    part = 2 / at["batches"]
+    assert row["status"] == "interrupted" and row["eta_estimated"] and at["seconds"] > 0
+    assert row["eta_seconds"] == pytest.approx(at["seconds"] / part * (3 - part))
+    del rec["stopped_in_epoch"]["seconds"]  # a record written before stops carried their seconds
+    run.metrics_path.write_text(json.dumps(rec))
+    row = {r["row"]: r for r in reproduce_status(table, budget="tiny", results_dir=stopped_root)}["srgnn"]
+    assert row["eta_seconds"] == pytest.approx(rec["train_seconds"] / part * (3 - part))

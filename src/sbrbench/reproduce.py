@@ -583,9 +583,11 @@ def reproduce_status(
     """Where each row of a table run stands: done / running / interrupted / missing, epochs and ETA.
 
     Reads run records only (no dataset, no model). The ETA of an unfinished neural row is its mean
-    epoch time (training + selection) times the epochs left; a row without a finished epoch of its
-    own takes the mean epoch time of the same row (table, budget, dataset, label) under other seeds
-    (`eta_estimated`: True), else None.
+    epoch training time times the epochs left (a running row's part of its current epoch from its
+    heartbeat, an interrupted row's from where it stopped); a row without a finished epoch of its
+    own projects its epoch time from the part of its first epoch done, else takes the mean epoch
+    time of the same row (table, budget, dataset, label) under other seeds (`eta_estimated`: True
+    for both), else None.
     """
     spec = TABLES.get(table)
     bud = _with_seeds(_budget(spec, budget), seeds)
@@ -600,10 +602,11 @@ def reproduce_status(
             run = _find_run(root, row)
             status = _row_status(run)
             done, total, history, part = 0, bud.epochs if row.neural else None, [], 0.0
+            part_seconds: float | None = None
             if run is not None:
                 history = run.read_history()
                 done = len(history)
-                part = _part_of_epoch_done(run) if status == "interrupted" else 0.0
+                part, part_seconds = _part_of_epoch_done(run, status, history)
                 try:
                     total = int(run.read_config().train.epochs) if row.neural else None
                 except SbrError:
@@ -613,8 +616,11 @@ def reproduce_status(
                  "epochs_done": done, "epoch_part_done": part, "epochs": total, "eta_seconds": None,
                  "eta_estimated": False, "seed": row_seed, "run_dir": str(run) if run is not None else None}
             if status != "done" and total:
-                if history:
-                    r["eta_seconds"] = _mean_epoch_seconds(history) * max(total - done - part, 0)
+                per_epoch = (_mean_epoch_seconds(history) if history
+                             else part_seconds / part if part > 0 and part_seconds else None)
+                if per_epoch is not None:
+                    r["eta_seconds"] = per_epoch * max(total - done - part, 0)
+                    r["eta_estimated"] = not history  # projected from part of its first epoch
                 else:
                     pending.append((r, (dname, row.entry.label)))
             out.append(r)
@@ -633,13 +639,30 @@ def reproduce_status(
     return out
 
 
-def _part_of_epoch_done(run: RunDir) -> float:
-    """The share of its epoch an interrupted run had trained when it stopped inside one (0 if none)."""
+def _part_of_epoch_done(run: RunDir, status: str, history: list[dict[str, Any]]) -> tuple[float, float | None]:
+    """How far into its current epoch a run is, and the training seconds that part took.
+
+    A running row reports it in the heartbeat of its `running.json`; an interrupted one in its
+    record's `stopped_in_epoch` (records written before that carried `seconds`: the training seconds
+    not accounted for by finished epochs). (0, None) when unknown or between epochs.
+    """
     try:
-        at = run.read_metrics().get("stopped_in_epoch") or {}
-        return min(max(float(at["batch"]) / float(at["batches"]), 0.0), 1.0)
+        if status == "running":
+            at = (run.running_mark() or {}).get("progress") or {}
+            if int(at["epoch"]) != len(history) + 1:
+                return 0.0, None
+            seconds = float(at["seconds"])
+        elif status == "interrupted":
+            rec = run.read_metrics()
+            at = rec.get("stopped_in_epoch") or {}
+            seconds = float(at.get("seconds", float(rec.get("train_seconds", 0.0))
+                                    - sum(float(h.get("seconds", 0.0)) for h in history)))
+        else:
+            return 0.0, None
+        part = min(max(float(at["batch"]) / float(at["batches"]), 0.0), 1.0)
     except (SbrError, KeyError, TypeError, ValueError, ZeroDivisionError):
-        return 0.0
+        return 0.0, None
+    return part, seconds if seconds > 0 else None
 
 
 def _row(spec: TableSpec, dataset: str, model: str, rec: dict[str, Any], ds: Any,

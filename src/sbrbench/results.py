@@ -255,18 +255,33 @@ class RunDir:
     def running_path(self) -> Path:
         return self.path / "running.json"
 
-    def mark_running(self) -> None:
-        """Say that this process is training the run now (removed by `clear_running`)."""
-        atomic_write_json(self.running_path, {"pid": os.getpid(), "host": socket.gethostname(),
-                                              "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    def mark_running(self, progress: dict[str, Any] | None = None) -> None:
+        """Say that this process is training the run now (removed by `clear_running`).
+
+        `progress` (a heartbeat: epoch, batch, batches, seconds of that epoch so far) is what
+        `reproduce --status` reads to tell how far a running row is; `since` is kept across beats.
+        """
+        mark = self.running_mark() if progress is not None else None
+        since = mark.get("since") if mark and mark.get("pid") == os.getpid() else None
+        atomic_write_json(self.running_path, {
+            "pid": os.getpid(), "host": socket.gethostname(),
+            "since": since or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **({"progress": progress} if progress is not None else {}),
+        })
+
+    def running_mark(self) -> dict[str, Any] | None:
+        """The `running.json` mark (pid, host, since, maybe progress), or None when absent or unreadable."""
+        return self.read_sidecar(self.running_path.name)
 
     def clear_running(self) -> None:
         self.running_path.unlink(missing_ok=True)
 
     def is_running(self) -> bool:
         """True while a live process on this host trains the run (a killed one leaves a stale mark)."""
+        mark = self.running_mark()
+        if mark is None:
+            return False
         try:
-            mark = json.loads(self.running_path.read_text(encoding="utf-8"))
             if mark.get("host") != socket.gethostname():
                 return True  # another machine's run: assume it is alive
             os.kill(int(mark["pid"]), 0)

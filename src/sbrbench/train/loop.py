@@ -67,6 +67,8 @@ class _StopInEpoch(Exception):
 class Trainer:
     """One run: fit (non-neural) or train (neural), select, evaluate on valid and test, record."""
 
+    heartbeat_seconds: float = 60.0  # how often `running.json` records where the epoch stands
+
     def __init__(self, cfg: RunConfig, run: RunDir, ds: ProcessedDataset, ds_dir: Path | None, checksum: str,
                  callback: TrainingCallback | None = None) -> None:
         self.cfg, self.run, self.ds, self.checksum = cfg, run, ds, checksum
@@ -130,6 +132,8 @@ class Trainer:
             set_rng_state(resume.rng)
             cb.on_epoch_resumed(epoch + 1, first, seen)
         every = max(int(cb.every), 0)
+        beat = time.perf_counter() + self.heartbeat_seconds
+        n_batches = self.n_batches or source.n_batches(bs)
         self.stops.deferring = True
         try:
             i = first - 1
@@ -147,6 +151,10 @@ class Trainer:
                     mean = self._checked_loss(total, seen, epoch, i)
                     if every and (i + 1) % every == 0:
                         cb.on_batch(epoch + 1, i + 1, seen, mean)
+                if (now := time.perf_counter()) >= beat:
+                    beat = now + self.heartbeat_seconds
+                    self.run.mark_running({"epoch": epoch + 1, "batch": i + 1, "batches": n_batches,
+                                           "seconds": round(now - t0, 3)})
                 if self.stops.pending:
                     break
             if self.stops.pending:
@@ -302,7 +310,7 @@ class Trainer:
             "train": dataclasses.asdict(c.train) if self.model.neural else {},
             "fit_info": getattr(self.model, "fit_info", None),
             **({"stopped_in_epoch": {"epoch": self.progress.epoch + 1, "batch": part.batch,
-                                     "batches": self.n_batches}}
+                                     "batches": self.n_batches, "seconds": round(part.seconds, 3)}}
                if status == "interrupted" and (part := self.progress.partial) is not None else {}),
             **({"paper_best": self.paper_best()} if c.select_on == "test" and self.progress.history else {}),
             **self.extras.fields(self.progress.train_seconds, self.progress.eval_seconds, self.progress.history),
