@@ -54,6 +54,12 @@ def test_models_json_lists_hyper_parameters() -> None:
         (["train", "srgnn", "--dataset", "toy", "--gpu", "0"], "CUDA is not available"),
         (["train", "srgnn", "--dataset", "nowhere"], "unknown dataset"),
         (["reproduce", "srgnn-table9"], "Did you mean 'srgnn-table2'"),
+        (["train", "srgnn", "--dataset", "toy", "--seed", "-1"], "--seed -1: seeds must lie in 0 … 4294967295"),
+        (["train", "srgnn", "--dataset", "toy", "--seed", str(2**32)], "seeds must lie in 0 … 4294967295"),
+        (["train", "srgnn", "--dataset", "toy", "--seed", str(2**32 - 1), "--seeds", "2"],
+         "seeds 4294967295…4294967296: seeds must lie in"),
+        (["reproduce", "srgnn-table2", "--budget", "ci", "--seed", "-3", "--status"], "seeds must lie in"),
+        (["ablate", "srgnn", "--dataset", "toy", "--drop", "gnn", "--seed", "-3"], "seeds must lie in"),
     ],
 )
 def test_bad_inputs_give_one_line_errors(data_dir: Path, tmp_path: Path, args: list[str], message: str) -> None:
@@ -61,3 +67,4 @@ def test_bad_inputs_give_one_line_errors(data_dir: Path, tmp_path: Path, args: l
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.stderr
+    assert not (tmp_path / "runs").exists()  # nothing half-made

@@ -42,6 +42,7 @@ from tabulate import tabulate
 from sbrbench import paths
 from sbrbench.data.dataset import ProcessedDataset
 from sbrbench.data.store import load_processed
+from sbrbench.device import check_seeds
 from sbrbench.errors import SbrError
 from sbrbench.evaluate import compare_runs
 from sbrbench.guards import annotate_ablation
@@ -86,12 +87,13 @@ def seed_list(seeds: int | Sequence[int] | None, neural: bool, first: int = DEFA
     if seeds is None:
         seeds = 3 if neural else 1
     if isinstance(seeds, int):
-        if seeds < 1:
-            raise SbrError(f"--seeds must be >= 1, got {seeds}")
+        check_seeds(first, seeds)
         return [first + i for i in range(seeds)]
     out = [int(s) for s in seeds]
     if not out or len(set(out)) != len(out):
         raise SbrError("the seed list must be non-empty and without repeats")
+    for s in out:
+        check_seeds(s)
     return out
 
 

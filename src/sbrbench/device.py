@@ -170,6 +170,18 @@ def autocast(device: str, precision: str) -> Iterator[None]:
         yield
 
 
+SEED_LIMIT = 2**32  # NumPy's global seed is taken modulo 2**32: larger seeds would alias smaller ones
+
+
+def check_seeds(first: int, count: int = 1) -> None:
+    """One-line errors unless `count >= 1` and the seeds `first … first+count-1` lie in [0, 2**32)."""
+    if count < 1:
+        raise SbrError(f"--seeds must be >= 1, got {count}")
+    if first < 0 or first + count > SEED_LIMIT:
+        which = f"--seed {first}" if count == 1 else f"seeds {first}…{first + count - 1}"
+        raise SbrError(f"{which}: seeds must lie in 0 … {SEED_LIMIT - 1}")
+
+
 def seed_everything(seed: int, device: str) -> dict[str, Any]:
     """Seed Python, NumPy and torch; deterministic algorithms on CPU. Returns the flags set."""
     import torch

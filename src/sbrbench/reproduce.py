@@ -33,6 +33,7 @@ from sbrbench import paths
 from sbrbench.data.dataset import ProcessedDataset
 from sbrbench.data.store import load_processed
 from sbrbench.data.subset import top_items_subset
+from sbrbench.device import check_seeds
 from sbrbench.errors import DataError, SbrError
 from sbrbench.guards import annotate_reproduction
 from sbrbench.honesty import COST_COLUMNS, MARK_LEGEND, cost_cells
@@ -453,13 +454,11 @@ def _check_rows(spec: TableSpec, only_rows: list[str] | None) -> None:
             raise SbrError(f"{spec.key} has no row {r!r}; it has: {', '.join(labels)}")
 
 
-def _with_seeds(bud: Budget, seeds: int | None) -> Budget:
-    """The budget with `--seeds N` seeds instead of its own number."""
-    if seeds is None:
-        return bud
-    if seeds < 1:
-        raise SbrError(f"--seeds must be >= 1, got {seeds}")
-    return replace(bud, seeds=int(seeds))
+def _with_seeds(bud: Budget, seeds: int | None, first: int) -> Budget:
+    """The budget with `--seeds N` seeds instead of its own number (seeds `first, first+1, …`)."""
+    out = bud if seeds is None else replace(bud, seeds=int(seeds))
+    check_seeds(first, out.seeds)
+    return out
 
 
 def _budget(spec: TableSpec, budget: str) -> Budget:
@@ -497,7 +496,7 @@ def reproduce(
     their records are finished and are listed under `not_run` otherwise.
     """
     spec = TABLES.get(table)
-    bud = _with_seeds(_budget(spec, budget), seeds)
+    bud = _with_seeds(_budget(spec, budget), seeds, seed)
     wanted = _datasets(spec, datasets)
     _check_rows(spec, only_rows)
     not_run: dict[str, int] = {}  # 'dataset label' -> seeds not run
@@ -590,7 +589,7 @@ def reproduce_status(
     for both), else None.
     """
     spec = TABLES.get(table)
-    bud = _with_seeds(_budget(spec, budget), seeds)
+    bud = _with_seeds(_budget(spec, budget), seeds, seed)
     _check_rows(spec, only_rows)
     root = paths.results_dir(results_dir)
     out: list[dict[str, Any]] = []

@@ -40,6 +40,7 @@ from tabulate import tabulate
 
 from sbrbench import paths
 from sbrbench.config import SELECT_CHOICES
+from sbrbench.device import check_seeds
 from sbrbench.errors import SbrError
 from sbrbench.io import atomic_write_json, atomic_write_text
 from sbrbench.models import MODELS, resolve_config
@@ -129,6 +130,8 @@ def make_grid(file: str | Path | None = None, *, models: list[str] | str | None 
         seed_list = [int(s) for s in _listed(seeds if seeds else data.get("seeds", [42]), "seeds")]
     except (TypeError, ValueError):
         raise SbrError(f"seeds must be integers, got {seeds or data.get('seeds')!r}") from None
+    for s in seed_list:
+        check_seeds(s)
     sets = {k: _as_list(v) for k, v in (data.get("set") or {}).items()}
     sets.update({k: _as_list(v) for k, v in (settings or {}).items()})
     per_model: dict[str, dict[str, list[Any]]] = {}

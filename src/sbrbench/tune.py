@@ -36,6 +36,7 @@ from tabulate import tabulate
 
 from sbrbench import paths
 from sbrbench.budget import TUNE_NOTE, budget_label
+from sbrbench.device import check_seeds
 from sbrbench.errors import SbrError
 from sbrbench.models import MODELS, resolve_config
 from sbrbench.models.search import Choice, FloatRange, IntRange, contains, describe_space
@@ -178,6 +179,8 @@ def tune(
         raise SbrError(f"--set pins every dimension of {mname}'s search space: nothing left to tune")
     resolve_config(mname, dataset, fixed)  # unknown keys or bad values: one-line errors now
     seeds = list(dict.fromkeys(int(s) for s in (seeds or [seed])))
+    for s in seeds:
+        check_seeds(s)
     ds_dir = processed_location(dataset, protocol, data_dir=data_dir).resolve()
     root = paths.results_dir(results_dir).resolve()
     study_name = name or f"{mname}-{dataset}"

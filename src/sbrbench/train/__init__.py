@@ -30,7 +30,7 @@ from sbrbench import paths
 from sbrbench.config import SELECT_CHOICES, DataRef, RunConfig
 from sbrbench.data.dataset import ProcessedDataset
 from sbrbench.data.store import dataset_checksum, load_processed
-from sbrbench.device import configure_precision, resolve_threads, seed_everything
+from sbrbench.device import check_seeds, configure_precision, resolve_threads, seed_everything
 from sbrbench.errors import SbrError
 from sbrbench.metrics import DEFAULT_KS, parse_metric
 from sbrbench.models import MODELS, resolve_config
@@ -56,6 +56,7 @@ def new_config(
         raise SbrError(f"--select-on must be one of {', '.join(SELECT_CHOICES)}, got {select_on!r}")
     if max_train_examples is not None and max_train_examples < 1:
         raise SbrError(f"--max-train-examples must be >= 1, got {max_train_examples}")
+    check_seeds(seed)
     if select_on == "test":  # the official code's habits, below the user's own settings
         overrides = {**MODELS.get(model).paper_compatible, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     mc = resolve_config(model, ds.name, overrides)
