@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from sbrbench.data.dataset import ProcessedDataset, augment_all_prefixes, from_sequences
+from sbrbench.errors import SbrError
 from sbrbench.results import RunDir
 from sbrbench.reproduce import TABLES, Budget, TableSpec, reproduce, reproduce_status
 from sbrbench.train import TrainingCallback, TrainingInterrupted
@@ -130,6 +131,14 @@ def test_a_table_whose_datasets_are_all_unprocessed_is_a_one_line_error_and_writ
     assert p.returncode == 1 and p.stderr.count("\n") == 1
     assert p.stderr.startswith("error: nothing to reproduce: reptoy: dataset reptoy (protocol t) is not processed yet")
     assert not (tmp_path / "res" / "reproduce").exists()
+    spec = TableSpec(key="test-two-missing", paper_table="srgnn-table2", models=("spop",),
+                     datasets=("reptoy", "reptoy2"), protocol="t", budgets={"tiny": Budget("tiny", epochs=1)})
+    TABLES.register(spec.key)(spec)
+    try:
+        with pytest.raises(SbrError, match=r"nothing to reproduce: reptoy: .*; reptoy2: dataset reptoy2"):
+            reproduce(spec.key, budget="tiny", data_dir=tmp_path / "empty", results_dir=tmp_path / "res")
+    finally:
+        TABLES.unregister(spec.key)
 
 
 def test_a_row_another_table_already_trained_identically_is_reused_not_retrained(

@@ -545,8 +545,7 @@ def reproduce(
                 rows[-1]["data"] = f"top {bud.top_items} items"
             rows[-1]["seed"] = row_seed
     if unavailable and not rows:
-        name, why = next(iter(unavailable.items()))
-        raise SbrError(f"nothing to reproduce: {name}: {why}")
+        raise SbrError("nothing to reproduce: " + "; ".join(f"{name}: {why}" for name, why in unavailable.items()))
     if bud.seeds > 1:
         rows = aggregate_seeds(rows, spec.metrics)
     out = {
