@@ -91,6 +91,23 @@ def test_leaderboard_cli(results: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert not (results / "typo").exists()
 
 
+def test_leaderboard_of_one_run_stays_readable_on_80_columns(
+    tmp_path: Path, diginetica, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Values shared by every row are printed as lines, not captions: a caption wraps to its table's
+    width, and the cost table of a single run is one narrow column (it printed 'yoochoose' / '1_64;')."""
+    monkeypatch.setenv("COLUMNS", "80")
+    make_run(tmp_path, diginetica, "spop", 0, n=200)
+    p = _cli("leaderboard", "--results-dir", str(tmp_path), capsys=capsys)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert any(line.startswith("dataset: diginetica; protocol: ") for line in lines)
+    assert any(line.startswith("cost (from the run records, mean over seeds) of spop: dataset: diginetica;")
+               for line in lines)
+    assert "sbrbench leaderboard (test split, %, mean ± std over seeds)" in p.stdout  # the title unwrapped
+    assert max(len(line) for line in lines) <= 80
+
+
 def test_leaderboard_ignores_malformed_values(tmp_path: Path) -> None:
     run = tmp_path / "runs" / "diginetica" / "pop" / "r1"
     atomic_write_json(run / "metrics.json", {"model": "pop", "dataset": "diginetica", "status": "complete",

@@ -170,19 +170,21 @@ def leaderboard(
 
     n_cost = len(COST_COLUMNS)  # the cost columns go into a table of their own below
     shown = [i for i in range(len(header) - n_cost) if any(row[i] for row in rows)]  # drop all-empty columns
-    # a descriptive column with one value in every row goes to the caption: the table fits 80 columns
+    # a descriptive column with one value in every row goes to a line below: the table fits 80 columns
     same = {header[i]: rows[0][i] for i in shown if rows and header[i] in ("dataset", "protocol", "selection",
                                                                            "tuning budget", "n")
             and len({row[i] for row in rows}) == 1}
     shown = [i for i in shown if header[i] not in same]
-    t = Table(title=f"sbrbench leaderboard ({lb.split} split, %, mean ± std over seeds)",
-              caption="; ".join(f"{k}: {v}" for k, v in same.items()) or None)
+    title = f"sbrbench leaderboard ({lb.split} split, %, mean ± std over seeds)"
+    t = Table(title=title, min_width=len(title))
     for i in shown:
         name = "paper" if header[i].endswith(" published (%)") else header[i]
         t.add_column(name, justify="right" if "%" in header[i] or header[i] == "n" else "left")
     for r, cells in zip(lb.rows, rows):
         t.add_row(*(cells[i] for i in shown), style="yellow" if r["select_on"] == "test" else None)
     con.print(t)
+    if same:  # printed, not a caption: a caption wraps to the table's width, a narrow table's to a few letters
+        con.print("; ".join(f"{k}: {v}" for k, v in same.items()))
     if lb.rows:
         names = ["dataset", "model", "selection"] + header[len(header) - n_cost:]
         grid = [[r["dataset"], r["model"], r["select_on"], *cells[len(header) - n_cost:]]
@@ -190,14 +192,19 @@ def leaderboard(
         const = {j: grid[0][j] for j, h in enumerate(names)
                  if h != "model" and len({g[j] for g in grid}) == 1}
         cols = [j for j in range(len(names)) if j not in const]
-        ct = Table(title="cost (from the run records, mean over seeds)",
-                   caption="; ".join(f"{names[j]}: {v}" for j, v in const.items()) or None)
-        for j in cols:
-            ct.add_column(names[j], justify="left" if names[j] in ("dataset", "model", "selection", "device")
-                          else "right")
-        for g in grid:
-            ct.add_row(*(g[j] for j in cols))
-        con.print(ct)
+        title = "cost (from the run records, mean over seeds)"
+        if len(grid) == 1:  # one row: a line, not a table of one model name
+            con.print(f"{title} of {grid[0][1]}: " + "; ".join(f"{names[j]}: {v}" for j, v in const.items()))
+        else:
+            ct = Table(title=title, min_width=len(title))
+            for j in cols:
+                ct.add_column(names[j], justify="left" if names[j] in ("dataset", "model", "selection", "device")
+                              else "right")
+            for g in grid:
+                ct.add_row(*(g[j] for j in cols))
+            con.print(ct)
+            if const:
+                con.print("; ".join(f"{names[j]}: {v}" for j, v in const.items()))
         con.print(f"marks: {MARK_LEGEND.replace('`', '')}")
     if any(r["select_on"] == "test" for r in lb.rows):
         con.print("yellow rows: paper-compatible runs that selected their epoch on the test set (optimistic)")
