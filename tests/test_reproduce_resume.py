@@ -67,6 +67,7 @@ def test_a_killed_table_run_resumes_to_the_uninterrupted_numbers(tiny_table, tmp
     other = {r["row"]: r for r in reproduce_status(table, budget="tiny", results_dir=part, seed=7)}
     assert {r["status"] for r in other.values()} == {"missing"}  # another seed is another row
     assert other["srgnn"]["epochs"] == 3 and other["srgnn"]["eta_estimated"]  # from seed 42's epochs
+    assert other["srgnn"]["eta_from"] == "other seeds" and status["srgnn"]["eta_from"] == "its epochs"
     seconds = [float(h["seconds"]) for h in RunDir(Path(resumed["rows"][1]["run_dir"])).read_history()]
     assert other["srgnn"]["eta_seconds"] == pytest.approx(3 * sum(seconds) / len(seconds))
     assert other["spop"]["eta_seconds"] is None
@@ -212,6 +213,7 @@ def test_status_projects_the_eta_of_a_row_in_its_first_epoch(tiny_table, tmp_pat
     assert (beat["epoch"], beat["batch"]) == (1, 2)  # the beat after batch 2; batch 3 is being reported
     part = 2 / beat["batches"]
     assert row["epoch_part_done"] == pytest.approx(part) and row["eta_estimated"]
+    assert row["eta_from"] == "part of its first epoch"
     assert row["eta_seconds"] == pytest.approx(beat["seconds"] / part * (3 - part))
     assert not (Path(row["run_dir"]) / "running.json").exists()  # cleared when the run ends
 

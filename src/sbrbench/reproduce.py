@@ -585,7 +585,7 @@ def reproduce_status(
     heartbeat, an interrupted row's from where it stopped); a row without a finished epoch of its
     own projects its epoch time from the part of its first epoch done, else takes the mean epoch
     time of the same row (table, budget, dataset, label) under other seeds (`eta_estimated`: True
-    for both), else None.
+    for both; `eta_from` says which), else None.
     """
     spec = TABLES.get(table)
     bud = _with_seeds(_budget(spec, budget), seeds, seed)
@@ -612,13 +612,14 @@ def reproduce_status(
             label = f"{row.entry.label} (seed {row_seed})" if bud.seeds > 1 and row.neural else row.entry.label
             r = {"dataset": dname, "row": label, "model": row.entry.model, "status": status,
                  "epochs_done": done, "epoch_part_done": part, "epochs": total, "eta_seconds": None,
-                 "eta_estimated": False, "seed": row_seed, "run_dir": str(run) if run is not None else None}
+                 "eta_estimated": False, "eta_from": None, "seed": row_seed, "run_dir": str(run) if run is not None else None}
             if status != "done" and total:
                 per_epoch = (_mean_epoch_seconds(history) if history
                              else part_seconds / part if part > 0 and part_seconds else None)
                 if per_epoch is not None:
                     r["eta_seconds"] = per_epoch * max(total - done - part, 0)
-                    r["eta_estimated"] = not history  # projected from part of its first epoch
+                    r["eta_estimated"] = not history
+                    r["eta_from"] = "its epochs" if history else "part of its first epoch"
                 else:
                     pending.append((r, (dname, row.entry.label)))
             out.append(r)
@@ -634,6 +635,7 @@ def reproduce_status(
                 r["eta_seconds"] = _mean_epoch_seconds(times[key]) * max(
                     r["epochs"] - r["epochs_done"] - r["epoch_part_done"], 0)
                 r["eta_estimated"] = True
+                r["eta_from"] = "other seeds"
     return out
 
 
