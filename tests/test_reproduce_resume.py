@@ -236,3 +236,22 @@ def test_status_projects_the_eta_of_a_row_in_its_first_epoch(tiny_table, tmp_pat
     run.metrics_path.write_text(json.dumps(rec))
     row = {r["row"]: r for r in reproduce_status(table, budget="tiny", results_dir=stopped_root)}["srgnn"]
     assert row["eta_seconds"] == pytest.approx(rec["train_seconds"] / part * (3 - part))
+
+
+def test_a_heartbeat_that_cannot_be_written_does_not_stop_training(tiny_table, tmp_path: Path, monkeypatch) -> None:
+    table, data = tiny_table
+    monkeypatch.setattr("sbrbench.models.srgnn.SRGNNParams.dim", 8)
+    monkeypatch.setattr("sbrbench.train.loop.Trainer.heartbeat_seconds", 0.0)
+    beats: list[dict] = []
+    real = RunDir.mark_running
+
+    def full_disk(self: RunDir, progress: dict | None = None) -> None:
+        if progress is not None:
+            beats.append(progress)
+            raise OSError(28, "No space left on device")
+        real(self, progress)
+
+    monkeypatch.setattr(RunDir, "mark_running", full_disk)
+    out = reproduce(table, budget="tiny", data_dir=data, results_dir=tmp_path)
+    assert beats and {r["model"] for r in out["rows"]} == {"spop", "srgnn"}
+    assert all(r["ours"]["MRR@20"] is not None for r in out["rows"])

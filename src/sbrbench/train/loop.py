@@ -153,8 +153,8 @@ class Trainer:
                         cb.on_batch(epoch + 1, i + 1, seen, mean)
                 if (now := time.perf_counter()) >= beat:
                     beat = now + self.heartbeat_seconds
-                    self.run.mark_running({"epoch": epoch + 1, "batch": i + 1, "batches": n_batches,
-                                           "seconds": round(now - t0, 3)})
+                    self._heartbeat({"epoch": epoch + 1, "batch": i + 1, "batches": n_batches,
+                                     "seconds": round(now - t0, 3)})
                 if self.stops.pending:
                     break
             if self.stops.pending:
@@ -165,6 +165,12 @@ class Trainer:
             self.stops.deferring = False
         self.epoch_seconds = time.perf_counter() - t0
         return self._checked_loss(total, seen, epoch, None)
+
+    def _heartbeat(self, progress: dict[str, Any]) -> None:
+        try:
+            self.run.mark_running(progress)
+        except OSError:  # a status aid: a full or read-only disk must not end hours of training here
+            pass
 
     def _checked_loss(self, total: torch.Tensor, seen: int, epoch: int, batch: int | None) -> float:
         value = float(total) / max(seen, 1)
