@@ -10,7 +10,10 @@ from sbrbench.cli.progress import ConsoleProgress
 
 
 def _lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
-    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    """The plain lines without their leading local time."""
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert all(re.match(r"\d\d:\d\d:\d\d ", line) for line in lines), lines
+    return [line[9:] for line in lines]
 
 
 def test_a_resumed_epoch_reports_rates_and_eta_of_the_batches_trained_in_this_process(

@@ -1,7 +1,8 @@
 """How the CLI shows training: rich bars on a terminal, plain lines on stderr otherwise.
 
 Both show examples/s and the epoch's ETA; the Trainer reports through `TrainingCallback` and
-never prints.
+never prints. Plain lines start with the local time (`HH:MM:SS`): they end up in the logs of long
+background runs, where when a line was written is what one looks for.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ import time
 from typing import Any
 
 from sbrbench.train.callbacks import TrainingCallback, TrainingStart
+
+
+def _plain(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
 
 class ConsoleProgress(TrainingCallback):
@@ -33,7 +38,7 @@ class ConsoleProgress(TrainingCallback):
         if self._bar is not None:
             self._bar.console.print(msg, highlight=False)
         else:
-            print(msg, file=sys.stderr, flush=True)
+            _plain(msg)
 
     def on_start(self, info: TrainingStart) -> None:
         self._metric = f"{info.select_split}_{info.metric}"
@@ -80,8 +85,7 @@ class ConsoleProgress(TrainingCallback):
         elif self._n_batches >= 50 and done >= self._next_line:
             self._next_line += max(self._n_batches // self._lines, 1)
             eta = el / max(done - self._base[0], 1) * max(self._n_batches - done, 0)
-            print(f"  epoch {epoch} batch {done}/{self._n_batches} loss {loss:.4f} {rate:.0f} ex/s eta {eta:.0f}s",
-                  file=sys.stderr, flush=True)
+            _plain(f"  epoch {epoch} batch {done}/{self._n_batches} loss {loss:.4f} {rate:.0f} ex/s eta {eta:.0f}s")
 
     def on_epoch_end(self, epoch: int, row: dict[str, Any]) -> None:
         value = row.get(self._metric, float("nan"))
