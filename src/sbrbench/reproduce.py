@@ -612,7 +612,8 @@ def reproduce_status(
             label = f"{row.entry.label} (seed {row_seed})" if bud.seeds > 1 and row.neural else row.entry.label
             r = {"dataset": dname, "row": label, "model": row.entry.model, "status": status,
                  "epochs_done": done, "epoch_part_done": part, "epochs": total, "eta_seconds": None,
-                 "eta_estimated": False, "eta_from": None, "seed": row_seed, "run_dir": str(run) if run is not None else None}
+                 "eta_estimated": False, "eta_from": None, "seed": row_seed,
+                 "run_dir": str(run) if run is not None else None}
             if status != "done" and total:
                 per_epoch = (_mean_epoch_seconds(history) if history
                              else part_seconds / part if part > 0 and part_seconds else None)

@@ -261,7 +261,8 @@ def reproduce(
         known = [r["eta_seconds"] for r in left if r["eta_seconds"] is not None]
         if left and known:
             t.caption = (f"{len(left)} of {len(rows)} rows to run; ≈ {sum(known) / 3600:.1f} h of training left for "
-                         f"{len(known)} of them (~: projected from part of its first epoch or from the same row's other seeds)")
+                         f"{len(known)} of them (~: projected from part of its first epoch or from the same "
+                         "row's other seeds)")
         elif left:
             t.caption = f"{len(left)} of {len(rows)} rows to run; no epoch time known yet for any of them"
         stdout_console().print(t)
