@@ -16,7 +16,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEFAULT_ITEMS=(
-    tagnnpp-table2:yoochoose1_64:tagnnpp-code
     tagnnpp-table2:diginetica:tagnn tagnnpp-table2:diginetica:tagnnpp tagnnpp-table2:diginetica:tagnnpp-code
     cmgnn:nowplaying:cmgnn cmgnn:diginetica:gcegnn cmgnn:diginetica:cmgnn cmgnn:diginetica:srgnn
 )
