@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DEFAULT_ITEMS=(
     tagnnpp-table2:diginetica:tagnn tagnnpp-table2:diginetica:tagnnpp tagnnpp-table2:diginetica:tagnnpp-code
-    cmgnn:nowplaying:cmgnn cmgnn:diginetica:gcegnn cmgnn:diginetica:cmgnn cmgnn:diginetica:srgnn
+    cmgnn:diginetica:gcegnn cmgnn:diginetica:cmgnn cmgnn:diginetica:srgnn
 )
 mode=run
 case "${1:-}" in
