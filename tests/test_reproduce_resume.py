@@ -255,3 +255,21 @@ def test_a_heartbeat_that_cannot_be_written_does_not_stop_training(tiny_table, t
     out = reproduce(table, budget="tiny", data_dir=data, results_dir=tmp_path)
     assert beats and {r["model"] for r in out["rows"]} == {"spop", "srgnn"}
     assert all(r["ours"]["MRR@20"] is not None for r in out["rows"])
+
+
+def test_the_first_heartbeat_comes_after_the_first_batch(tiny_table, tmp_path: Path, monkeypatch) -> None:
+    """`--status` places a freshly started (or resumed) row at once, not a heartbeat interval later."""
+    table, data = tiny_table
+    monkeypatch.setattr("sbrbench.models.srgnn.SRGNNParams.dim", 8)
+    monkeypatch.setattr("sbrbench.train.loop.Trainer.heartbeat_seconds", 3600.0)
+    beats: list[dict] = []
+    real = RunDir.mark_running
+
+    def recorded(self: RunDir, progress: dict | None = None) -> None:
+        if progress is not None:
+            beats.append(progress)
+        real(self, progress)
+
+    monkeypatch.setattr(RunDir, "mark_running", recorded)
+    reproduce(table, budget="tiny", data_dir=data, results_dir=tmp_path)
+    assert [(b["epoch"], b["batch"]) for b in beats] == [(e, 1) for e in range(1, 4)]  # one per epoch, at batch 1

@@ -132,7 +132,7 @@ class Trainer:
             set_rng_state(resume.rng)
             cb.on_epoch_resumed(epoch + 1, first, seen)
         every = max(int(cb.every), 0)
-        beat = time.perf_counter() + self.heartbeat_seconds
+        beat = time.perf_counter()  # the first beat after the epoch's first batch, so --status sees it at once
         n_batches = self.n_batches or source.n_batches(bs)
         self.stops.deferring = True
         try:
