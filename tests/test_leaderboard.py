@@ -142,3 +142,23 @@ def test_paper_table_keys_match_the_cli_and_retired_keys_still_read() -> None:
     assert paper_figures.lookup("srgnn_table2", "diginetica", "srgnn", "P@20") == pytest.approx(0.5073)
     assert paper_figures.lookup("tagnnpp_table3_ablation", "yoochoose1_64", "tagnnpp-no_agc", "HR@20") == pytest.approx(0.7004)
     assert paper_figures.table_key("sessionrec_single") == "sessionrec-single"
+
+
+def test_leaderboard_out_leaves_the_results_directory_as_it_was(
+    tmp_path: Path, diginetica, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--out` reads committed records (e.g. results/reference/X) without writing beside them."""
+    records = tmp_path / "reference"
+    make_run(records, diginetica, "spop", 0, n=200)
+    before = sorted(p.relative_to(records) for p in records.rglob("*"))
+    out = tmp_path / "boards" / "x"
+    p = _cli("leaderboard", "--results-dir", str(records), "--out", str(out), capsys=capsys)
+    assert p.returncode == 0, p.stderr
+    assert sorted(p.relative_to(records) for p in records.rglob("*")) == before
+    assert sorted(f.name for f in out.iterdir()) == ["leaderboard.csv", "leaderboard.md"]
+    assert "spop" in (out / "leaderboard.md").read_text()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    p = _cli("leaderboard", "--results-dir", str(records), "--out", str(blocker), capsys=capsys)
+    assert p.returncode == 1 and p.stderr == f"error: cannot write the leaderboard into {blocker}: not a directory\n"
+    assert blocker.read_text() == "x"

@@ -261,8 +261,11 @@ def render_csv(lb: Leaderboard) -> str:
 
 
 def write_leaderboard(lb: Leaderboard, results_root: str | Path | None = None) -> tuple[Path, Path]:
-    """Write `leaderboard.md` and `leaderboard.csv` atomically into the results root."""
+    """Write `leaderboard.md` and `leaderboard.csv` atomically into `results_root` (created if needed;
+    default: the results directory)."""
     root = results_dir(results_root)
+    if root.exists() and not root.is_dir():
+        raise SbrError(f"cannot write the leaderboard into {root}: not a directory")
     md, cs = root / "leaderboard.md", root / "leaderboard.csv"
     atomic_write_text(md, render_leaderboard_markdown(lb))
     atomic_write_text(cs, render_csv(lb))

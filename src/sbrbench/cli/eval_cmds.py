@@ -151,6 +151,10 @@ def leaderboard(
     ] = None,
     split: Annotated[str, typer.Option("--split", help="Split whose metrics are aggregated.")] = "test",
     results_dir: ResultsDirOpt = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Directory for leaderboard.md and leaderboard.csv (default: the results directory; "
+        "e.g. to read committed records under results/reference without writing beside them).",
+        show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Aggregate runs into a leaderboard (mean ± std over seeds) beside published figures."""
@@ -158,7 +162,7 @@ def leaderboard(
 
     results_dir = existing_results_dir(results_dir)
     lb = lbm.build_leaderboard(results_dir, dataset=dataset, metrics=metric, split=split)
-    md, cs = lbm.write_leaderboard(lb, results_dir)
+    md, cs = lbm.write_leaderboard(lb, out if out is not None else results_dir)
     if json_out:
         emit_json({**lb.to_dict(), "markdown": str(md), "csv": str(cs)})
         return
