@@ -188,7 +188,7 @@ def leaderboard(
         t.add_row(*(cells[i] for i in shown), style="yellow" if r["select_on"] == "test" else None)
     con.print(t)
     if same:  # printed, not a caption: a caption wraps to the table's width, a narrow table's to a few letters
-        con.print("; ".join(f"{k}: {v}" for k, v in same.items()))
+        con.print(_pairs(same))
     if lb.rows:
         names = ["dataset", "model", "selection"] + header[len(header) - n_cost:]
         grid = [[r["dataset"], r["model"], r["select_on"], *cells[len(header) - n_cost:]]
@@ -198,7 +198,7 @@ def leaderboard(
         cols = [j for j in range(len(names)) if j not in const]
         title = "cost (from the run records, mean over seeds)"
         if len(grid) == 1:  # one row: a line, not a table of one model name
-            con.print(f"{title} of {grid[0][1]}: " + "; ".join(f"{names[j]}: {v}" for j, v in const.items()))
+            con.print(f"{title} of {grid[0][1]}: " + _pairs({names[j]: v for j, v in const.items()}))
         else:
             ct = Table(title=title, min_width=len(title))
             for j in cols:
@@ -208,9 +208,14 @@ def leaderboard(
                 ct.add_row(*(g[j] for j in cols))
             con.print(ct)
             if const:
-                con.print("; ".join(f"{names[j]}: {v}" for j, v in const.items()))
+                con.print(_pairs({names[j]: v for j, v in const.items()}))
         con.print(f"marks: {MARK_LEGEND.replace('`', '')}")
     if any(r["select_on"] == "test" for r in lb.rows):
         con.print("yellow rows: paper-compatible runs that selected their epoch on the test set (optimistic)")
     con.print(f"{lb.n_runs} run(s) aggregated, {len(lb.skipped)} skipped (incomplete or unreadable); "
               f"wrote {md} and {cs}")
+
+
+def _pairs(values: dict[str, Any]) -> str:
+    """`k: v; k: v` — the values every row of a leaderboard table shares, printed below it."""
+    return "; ".join(f"{k}: {v}" for k, v in values.items())
