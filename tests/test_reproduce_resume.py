@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -263,13 +264,18 @@ def test_the_first_heartbeat_comes_after_the_first_batch(tiny_table, tmp_path: P
     monkeypatch.setattr("sbrbench.models.srgnn.SRGNNParams.dim", 8)
     monkeypatch.setattr("sbrbench.train.loop.Trainer.heartbeat_seconds", 3600.0)
     beats: list[dict] = []
+    since: dict[str, set[str]] = {}
     real = RunDir.mark_running
 
     def recorded(self: RunDir, progress: dict | None = None) -> None:
         if progress is not None:
             beats.append(progress)
         real(self, progress)
+        since.setdefault(self.path.parent.name, set()).add((self.running_mark() or {})["since"])
 
     monkeypatch.setattr(RunDir, "mark_running", recorded)
+    clock = itertools.count()
+    monkeypatch.setattr("sbrbench.results.time.strftime", lambda fmt, t=None: f"t{next(clock)}")  # never equal
     reproduce(table, budget="tiny", data_dir=data, results_dir=tmp_path)
     assert [(b["epoch"], b["batch"]) for b in beats] == [(e, 1) for e in range(1, 4)]  # one per epoch, at batch 1
+    assert {len(s) for s in since.values()} == {1}  # each run's `since` is kept across its beats

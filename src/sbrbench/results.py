@@ -137,6 +137,7 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._running_since: str | None = None  # when this process marked the run as running
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -261,11 +262,10 @@ class RunDir:
         `progress` (a heartbeat: epoch, batch, batches, seconds of that epoch so far) is what
         `reproduce --status` reads to tell how far a running row is; `since` is kept across beats.
         """
-        mark = self.running_mark() if progress is not None else None
-        since = mark.get("since") if mark and mark.get("pid") == os.getpid() else None
+        if progress is None or self._running_since is None:
+            self._running_since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         atomic_write_json(self.running_path, {
-            "pid": os.getpid(), "host": socket.gethostname(),
-            "since": since or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "pid": os.getpid(), "host": socket.gethostname(), "since": self._running_since,
             **({"progress": progress} if progress is not None else {}),
         })
 
