@@ -58,6 +58,29 @@ def test_a_budget_s_own_notes_appear_only_in_that_budget_s_table() -> None:
     assert "GC-SAN has no official code" in ci and "GC-SAN has no official code" in reduced
 
 
+def test_a_table_says_what_a_delta_from_the_paper_can_mean() -> None:
+    """One seed: no spread to judge a Δ by; a fixed-epoch budget selected on validation: Δ mixes budget,
+    selection and model. Neither is said where no row has a published figure, nor the second for the
+    paper-compatible selection or a budget that trains each model its own epochs."""
+    spec = TABLES.get("tagnnpp-table2")
+    row = {"dataset": "yoochoose1_64", "model": "tagnn", "ours": {"HR@20": 0.69, "MRR@20": 0.29},
+           "paper": {"HR@20": 0.71, "MRR@20": 0.31}, "delta": {"HR@20": -0.02, "MRR@20": -0.02},
+           "data": "full", "epochs": 3, "train_examples": 10, "device": "cpu"}
+    out = {"select_on": "valid", "device": "cpu", "rows": [row], "unavailable": {}, "claims": [], "seeds": [42]}
+    spread, budget = "the seed spread is not measured", "a Δ mixes budget, selection and model"
+    reduced = render_reproduction_markdown({**out, "budget": "reduced"}, spec)
+    assert spread in reduced and "every neural row trains 3 epochs and is selected on validation" in reduced
+    full = render_reproduction_markdown({**out, "budget": "full"}, spec)
+    assert spread in full and budget not in full
+    on_test = render_reproduction_markdown({**out, "budget": "reduced", "select_on": "test"}, spec)
+    assert budget not in on_test
+    seeds = render_reproduction_markdown({**out, "budget": "reduced", "seeds": [42, 43, 44]}, spec)
+    assert spread not in seeds and budget in seeds
+    unpublished = {**row, "paper": {"HR@20": None, "MRR@20": None}, "delta": {"HR@20": None, "MRR@20": None}}
+    none = render_reproduction_markdown({**out, "budget": "reduced", "rows": [unpublished]}, spec)
+    assert spread not in none and budget not in none
+
+
 @pytest.mark.slow
 def test_reproduce_tagnnpp_table3_ci(diginetica, tmp_path: Path) -> None:
     diginetica.save(tmp_path / "data" / "processed" / "diginetica" / "srgnn")

@@ -750,6 +750,22 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.2f}"
 
 
+def _delta_notes(out: dict[str, Any], spec: TableSpec) -> list[str]:
+    """What a Δ from a published figure can and cannot mean in this table (seeds, budget, selection)."""
+    if not any(d is not None for r in out["rows"] for d in r["delta"].values()):
+        return []
+    notes = []
+    if len(out.get("seeds") or ()) <= 1:
+        notes.append("one seed per row: the seed spread is not measured, so no Δ is judged against it "
+                     "(`--seeds N` runs N seeds and prints mean ± std).")
+    bud = spec.budgets.get(out["budget"])
+    if bud is not None and bud.epochs is not None and out["select_on"] == "valid":
+        notes.append(f"every neural row trains {bud.epochs} epoch{'s' * (bud.epochs != 1)} and is selected on "
+                     "validation; the published figures come from the papers' own budgets, most with the epoch "
+                     "picked on the test set, so a Δ mixes budget, selection and model.")
+    return notes
+
+
 def render_reproduction_markdown(out: dict[str, Any], spec: TableSpec) -> str:
     """The reproduction as a Markdown document: ours vs the paper's figures in percent, claims, notes."""
     head = ["dataset", "model"]
@@ -817,6 +833,7 @@ def render_reproduction_markdown(out: dict[str, Any], spec: TableSpec) -> str:
                   "official code's HR-or-MRR rule. Optimistic by construction."]
     if any(r.get("marks") for r in out["rows"]):
         lines += ["", f"Marks: {MARK_LEGEND}. Cost columns are read from the run records (mean over seeds)."]
+    lines += [f"\nNote: {n}" for n in _delta_notes(out, spec)]
     for note in (*spec.notes, *spec.budget_notes.get(out["budget"], ())):
         lines += ["", f"Note: {note}"]
     return "\n".join(lines) + "\n"
