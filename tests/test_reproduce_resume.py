@@ -122,6 +122,35 @@ def test_status_on_the_command_line_says_what_is_left(tiny_table, tmp_path: Path
     assert res.exit_code != 0 and str(res.exception) == f"{table} has no row 'nosuch'; it has: spop, srgnn"
 
 
+def test_no_train_renders_the_finished_rows_while_another_process_trains_the_rest(
+    tiny_table, tmp_path: Path, monkeypatch
+) -> None:
+    """`--no-train` looks at a table mid-run: finished rows in it, the running and interrupted ones named
+    under `not_run`, nothing trained, resumed or refused (a plain invocation refuses a running row)."""
+    from typer.testing import CliRunner
+
+    from sbrbench.cli import app
+
+    table, data = tiny_table
+    monkeypatch.setattr("sbrbench.models.srgnn.SRGNNParams.dim", 8)
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(TrainingInterrupted):
+        reproduce(table, budget="tiny", data_dir=data, results_dir=tmp_path, callback=_TermInSecondEpoch())
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/**/*") if p.is_file()}
+    args = ["reproduce", table, "--budget", "tiny", "--no-train", "--data-dir", str(data), "--results-dir", str(tmp_path)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/**/*") if p.is_file()} == before
+    out = json.loads((tmp_path / "reproduce" / f"{table}.json").read_text())
+    assert [r["model"] for r in out["rows"]] == ["spop"] and out["not_run"] == ["reptoy srgnn"]
+    assert "Not in the table (not finished at this budget; `--rows` or `--no-train` left them out): reptoy srgnn" in res.output
+    srgnn = RunDir(Path({r["row"]: r for r in reproduce_status(table, budget="tiny", results_dir=tmp_path)}["srgnn"]["run_dir"]))
+    srgnn.mark_running()  # as if another process trained it now
+    assert CliRunner().invoke(app, args).exit_code == 0
+    refused = CliRunner().invoke(app, args[:-5] + args[-4:])  # without --no-train
+    assert refused.exit_code != 0 and "is being trained by another process" in str(refused.exception)
+
+
 def test_a_table_whose_datasets_are_all_unprocessed_is_a_one_line_error_and_writes_nothing(
     tiny_table, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -481,6 +481,7 @@ def reproduce(
     callback: TrainingCallback | None = None,
     seeds: int | None = None,
     only_rows: list[str] | None = None,
+    train_missing: bool = True,
 ) -> dict[str, Any]:
     """Run the table and write `results/reproduce/<table>.{md,json}`; returns the JSON object.
 
@@ -493,7 +494,9 @@ def reproduce(
     the rest; Ctrl-C or SIGTERM leaves the row being trained resumable.
 
     `only_rows` (`--rows`) trains only those rows (labels); the other rows appear in the table when
-    their records are finished and are listed under `not_run` otherwise.
+    their records are finished and are listed under `not_run` otherwise. `train_missing=False`
+    (`--no-train`) trains nothing: the table of the finished rows, the others under `not_run` (a row
+    being trained by another process included), e.g. to look at a table while its rows run.
     """
     spec = TABLES.get(table)
     bud = _with_seeds(_budget(spec, budget), seeds, seed)
@@ -515,7 +518,7 @@ def reproduce(
             data: Any = subset if on_subset else (ds_dir if ds_dir is not None else ds)
             run = _find_run(root, row)
             status = _row_status(run)
-            if only_rows and row.entry.label not in only_rows and status != "done":
+            if status != "done" and (not train_missing or (only_rows and row.entry.label not in only_rows)):
                 not_run[f"{dname} {row.entry.label}"] = not_run.get(f"{dname} {row.entry.label}", 0) + 1
                 continue
             if status == "running":
@@ -800,7 +803,8 @@ def render_reproduction_markdown(out: dict[str, Any], spec: TableSpec) -> str:
     for d, why in out["unavailable"].items():
         lines.append(f"\n{d}: unavailable — {why}")
     if out.get("not_run"):
-        lines.append(f"\nNot run at this budget yet (`--rows` left them out): {', '.join(out['not_run'])}")
+        lines.append(f"\nNot in the table (not finished at this budget; `--rows` or `--no-train` left them out): "
+                     f"{', '.join(out['not_run'])}")
     if out.get("claims"):
         models = _claims_models(spec)
         lines += ["", f"Relative gain of {', '.join(models)} over the best other row (ours) vs the paper's claim:", ""]

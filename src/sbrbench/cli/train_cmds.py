@@ -230,6 +230,8 @@ def reproduce(
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     status: Annotated[bool, typer.Option("--status", help="Only say which rows are done, running, interrupted or missing.")] = False,
+    no_train: Annotated[bool, typer.Option(
+        "--no-train", help="Train nothing: write and print the table of the rows already finished (e.g. while others run).")] = False,
     seed: Annotated[int, typer.Option("--seed", help="First seed (then seed+1, ... with --seeds).")] = 42,
     seeds: Annotated[int | None, typer.Option(
         "--seeds", help="Run every neural row with N seeds: mean ± std and rank stability (default: the budget's).",
@@ -270,7 +272,7 @@ def reproduce(
     out = run_reproduce(
         table, budget=budget, datasets=datasets, device=_device(gpu, device), data_dir=data_dir,
         results_dir=results_dir, select_on=select_on, threads=threads, callback=_progress(), seed=seed, seeds=seeds,
-        only_rows=rows,
+        only_rows=rows, train_missing=not no_train,
     )
     if json_out:
         emit_json(out)
