@@ -162,3 +162,15 @@ def test_leaderboard_out_leaves_the_results_directory_as_it_was(
     p = _cli("leaderboard", "--results-dir", str(records), "--out", str(blocker), capsys=capsys)
     assert p.returncode == 1 and p.stderr == f"error: cannot write the leaderboard into {blocker}: not a directory\n"
     assert blocker.read_text() == "x"
+
+
+def test_paths_with_brackets_print_as_they_are(
+    tmp_path: Path, diginetica, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rich would read `[x]` in a path as a style tag and drop it: the CLI prints without markup."""
+    monkeypatch.setenv("COLUMNS", "400")
+    root = tmp_path / "runs [x]"
+    make_run(root, diginetica, "spop", 0, n=200)
+    p = _cli("leaderboard", "--results-dir", str(root), capsys=capsys)
+    assert p.returncode == 0, p.stderr
+    assert f"wrote {root / 'leaderboard.md'} and {root / 'leaderboard.csv'}" in p.stdout

@@ -133,7 +133,7 @@ def test_no_train_renders_the_finished_rows_while_another_process_trains_the_res
 
     table, data = tiny_table
     monkeypatch.setattr("sbrbench.models.srgnn.SRGNNParams.dim", 8)
-    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("COLUMNS", "80")
     with pytest.raises(TrainingInterrupted):
         reproduce(table, budget="tiny", data_dir=data, results_dir=tmp_path, callback=_TermInSecondEpoch())
     before = {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/**/*") if p.is_file()}
@@ -144,6 +144,8 @@ def test_no_train_renders_the_finished_rows_while_another_process_trains_the_res
     out = json.loads((tmp_path / "reproduce" / f"{table}.json").read_text())
     assert [r["model"] for r in out["rows"]] == ["spop"] and out["not_run"] == ["reptoy srgnn"]
     assert "Not in the table (not finished at this budget; `--rows` or `--no-train` left them out): reptoy srgnn" in res.output
+    table_lines = [line for line in res.output.splitlines() if line.startswith("|")]
+    assert len(table_lines) == 3 and all(line.endswith("|") for line in table_lines)  # unwrapped Markdown
     srgnn = RunDir(Path({r["row"]: r for r in reproduce_status(table, budget="tiny", results_dir=tmp_path)}["srgnn"]["run_dir"]))
     srgnn.mark_running()  # as if another process trained it now
     assert CliRunner().invoke(app, args).exit_code == 0

@@ -47,7 +47,8 @@ def emit_json(obj: Any) -> None:
 
 
 def stdout_console(json_mode: bool = False) -> Any:
-    """A rich console for human output: stdout normally, stderr when stdout carries JSON."""
+    """A rich console for human output: stdout normally, stderr when stdout carries JSON. No markup:
+    what sbrbench prints holds paths, labels and Markdown, where rich would take `[x]` for a style."""
     from rich.console import Console
 
-    return Console(stderr=json_mode, highlight=False)
+    return Console(stderr=json_mode, highlight=False, markup=False)

@@ -36,7 +36,7 @@ class ConsoleProgress(TrainingCallback):
 
     def _print(self, msg: str) -> None:
         if self._bar is not None:
-            self._bar.console.print(msg, highlight=False)
+            self._bar.console.print(msg, highlight=False, markup=False)
         else:
             _plain(msg)
 
@@ -52,7 +52,7 @@ class ConsoleProgress(TrainingCallback):
 
             self._bar = RichBars(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"), console=Console(stderr=True), transient=False,
+                TextColumn("{task.fields[info]}", markup=False), console=Console(stderr=True), transient=False,
             )
             self._bar.start()
             self._epoch_task = self._bar.add_task("epochs", total=info.epochs, completed=info.first_epoch, info="")

@@ -181,7 +181,7 @@ def tune(
                    cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, data_dir=data_dir,
                    results_dir=results_dir, progress=_Progress())
     con = stdout_console(json_out)
-    con.print(out["markdown"], markup=False)
+    con.print(out["markdown"], soft_wrap=True)
     con.print(f"study: {out['files']['study']} (inspect: {out['inspect']})")
     if json_out:
         emit_json({k: v for k, v in out.items() if k != "markdown"})

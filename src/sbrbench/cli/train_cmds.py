@@ -277,7 +277,7 @@ def reproduce(
     if json_out:
         emit_json(out)
     else:
-        stdout_console().print(out["markdown"])
+        stdout_console().print(out["markdown"], soft_wrap=True)  # Markdown: wrapped lines would break its tables
     failed = [c for c in out.get("checks") or () if not c["ok"]]
     if failed:
         from sbrbench.errors import SbrError
