@@ -21,7 +21,7 @@ from sbrbench.batching import ExampleSource
 from sbrbench.device import autocast
 from sbrbench.errors import DataError, SbrError
 from sbrbench.guards import split_extras
-from sbrbench.honesty import length_breakdown, parse_length_buckets, tie_summary
+from sbrbench.honesty import length_breakdown, parse_length_buckets, tie_summary, unfitted_summary
 from sbrbench.metrics import DEFAULT_KS, RankCollector, parse_ks, parse_metric, per_example_from_ranks
 from sbrbench.registry import unknown_name_message
 from sbrbench.results import RunDir
@@ -116,7 +116,8 @@ def evaluate_run(
     """Reload a run's model (best checkpoint, or a deterministic re-fit) and re-score `split`.
 
     Returns {"metrics": {...}, "n_examples": N, "ties": tie diagnostics, "by_length": metrics per
-    prefix-length bucket}.
+    prefix-length bucket, "unfitted": the examples whose target the fit never contains (None for
+    several targets per example)}.
     """
     run = RunDir.open(run_dir)
     cfg = run.read_config()
@@ -127,7 +128,9 @@ def evaluate_run(
     return {"metrics": col.metrics(tuple(ks)), "n_examples": len(source),
             "ties": tie_summary(ranks, col.ties().cpu().numpy(), tuple(ks)),
             "by_length": length_breakdown(ranks, ds.examples(split).length, tuple(ks),
-                                          parse_length_buckets(length_buckets))}
+                                          parse_length_buckets(length_buckets)),
+            "unfitted": None if ranks.ndim != 1 else unfitted_summary(
+                ranks, ds.unfitted_examples(split, tuple(cfg.fit_splits)), tuple(ks))}
 
 
 def evaluate_run_dir(
@@ -155,7 +158,7 @@ def evaluate_run_dir(
     out = evaluate_run(run.path, split=split, ks=kk, device=device, length_buckets=edges)
     return {**run.identity(rec), "split": split, "n_examples": out["n_examples"], "ks": list(kk),
             "source": f"checkpoint on {device}", "metrics": out["metrics"], "ties": out["ties"],
-            "by_length": out["by_length"]}
+            "by_length": out["by_length"], "unfitted": out["unfitted"]}
 
 
 def compare_runs(

@@ -4,8 +4,8 @@ The statistics themselves live in `sbrbench.honesty` (pure functions); this modu
 run directories and writes the results into the rows of leaderboards, reproduced tables and
 ablations:
 
-* `split_extras(run, split)`: tie diagnostics and the session-length breakdown of a stored split
-  (what `sbrbench evaluate` prints and the HTML report reads);
+* `split_extras(run, split)`: tie diagnostics, the session-length breakdown and the targets the fit
+  never contains of a stored split (what `sbrbench evaluate` prints and the HTML report reads);
 * `run_cost(run)`: the cost figures of a run record (`honesty.cost_from_record`);
 * `annotate_rows(rows, metrics, split)`: for each table (rows sharing `table_key`), every row
   against the best row — paired Wilcoxon on per-example values averaged over the row's seeds,
@@ -32,6 +32,7 @@ from sbrbench.honesty import (
     seed_stability,
     table_significance,
     tie_summary,
+    unfitted_summary,
 )
 from sbrbench.metrics import per_example_from_ranks
 from sbrbench.results import RunDir
@@ -39,30 +40,38 @@ from sbrbench.results import RunDir
 
 def split_extras(run: RunDir, split: str = "test", ks: Sequence[int] = (20,),
                  edges: Sequence[int] = DEFAULT_LENGTH_EDGES, *, load_dataset: bool = True) -> dict[str, Any]:
-    """`ties` and `by_length` of a stored split (None where the run did not record what they need).
+    """`ties`, `by_length` and `unfitted` (`honesty.unfitted_summary`) of a stored split (None where the
+    run did not record what they need).
 
-    Prefix lengths come from `ranks/<split>-lengths.npy`, or for older runs from the run's
-    dataset (`RunDir.load_dataset`, checksum-verified) when `load_dataset` and it is available.
+    Prefix lengths and the examples whose target the fit never contains come from `ranks/`, or for
+    older runs from the run's dataset (`RunDir.load_dataset`, checksum-verified; the fit splits from
+    its config) when `load_dataset` and it is available.
     """
-    out: dict[str, Any] = {"ties": None, "by_length": None, "by_length_note": None}
+    out: dict[str, Any] = {"ties": None, "by_length": None, "by_length_note": None, "unfitted": None}
     if not run.has_ranks(split):
         return out
     ranks = run.load_ranks(split)
     ties = run.load_ties(split)
     if ties is not None and ties.shape == ranks.shape:
         out["ties"] = tie_summary(ranks, ties, ks)
-    lengths = run.load_lengths(split)
-    if lengths is None and load_dataset:
+    lengths, unfitted = run.load_lengths(split), run.load_unfitted(split)
+    if (lengths is None or (unfitted is None and ranks.ndim == 1)) and load_dataset:
         try:
             ds, _ = run.load_dataset()
-            lengths = ds.examples(split).length
+            if lengths is None:
+                lengths = ds.examples(split).length
+            if unfitted is None and ranks.ndim == 1 and len(ds.split(split)) == ranks.shape[0]:
+                unfitted = ds.unfitted_examples(split, tuple(run.read_config().fit_splits))
         except SbrError as exc:
-            out["by_length_note"] = f"prefix lengths not recorded and the dataset is unavailable ({exc})"
+            if lengths is None:
+                out["by_length_note"] = f"prefix lengths not recorded and the dataset is unavailable ({exc})"
     if lengths is not None:
         if lengths.shape[0] == ranks.shape[0]:
             out["by_length"] = length_breakdown(ranks, lengths, ks, edges)
         else:
             out["by_length_note"] = f"{lengths.shape[0]} prefix lengths for {ranks.shape[0]} ranks"
+    if unfitted is not None and ranks.ndim == 1:
+        out["unfitted"] = unfitted_summary(ranks, unfitted, ks)
     return out
 
 

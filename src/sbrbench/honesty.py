@@ -7,6 +7,10 @@ Everything here takes arrays or plain dicts and returns plain dicts (JSON-ready)
   candidate, and HR@K / MRR@K under the pessimistic rank (sbrbench's, ties never favour the target)
   beside the optimistic one (`1 + #strictly higher`, what `torch.topk`-style evaluation can give
   a model with many equal scores). A model that scores constants shows the full gap.
+* targets the fit never contains — `unfitted_summary(ranks, index, ks)`: the share of examples whose
+  target item no fitted session contains (`ProcessedDataset.unfitted_examples`; with selection on
+  validation, the items only the held-out sessions hold) and HR@K / MRR@K on them and on the rest:
+  no model can learn to rank such a target, so their share caps every row's figure alike.
 * session length — `length_breakdown(ranks, lengths, ks, edges)`: metrics per prefix-length bucket
   (default short ≤ 2, medium 3–5, long > 5; `parse_length_buckets("2,5")`).
 * significance across a table — `table_significance({metric: {row: per-example values}})`: every
@@ -95,6 +99,40 @@ def tie_gap_differs(summary: Mapping[str, Any] | None, tol: float = 1e-12) -> bo
     if not summary:
         return False
     return any(abs(float(v)) > tol for v in (summary.get("gap") or {}).values())
+
+
+# ---- targets the fit never contains ---------------------------------------------------------------------
+def unfitted_summary(ranks: np.ndarray, index: np.ndarray, ks: Sequence[int] = (20,),
+                     families: Sequence[str] = TIE_FAMILIES) -> dict[str, Any]:
+    """`examples`, `unfitted_examples` (the examples at `index`: their target is in no fitted session),
+    `unfitted_share`, and `families` at `ks` on those examples (`unfitted`) and on the others (`fitted`).
+
+    `ranks` (N,) are one evaluation's; an empty group's figures are None.
+    """
+    r = np.asarray(ranks, dtype=np.int64)
+    idx = np.asarray(index, dtype=np.int64)
+    if r.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= r.shape[0])):
+        raise SbrError(f"{idx.size} unfitted-example indices do not index {r.shape} ranks: "
+                       "they belong to different evaluations")
+    mask = np.zeros(r.shape[0], dtype=bool)
+    mask[idx] = True
+    kk = parse_ks(list(ks))
+    keys = [f"{f}@{k}" for f in families for k in kk]
+
+    def figures(part: np.ndarray) -> dict[str, float] | None:
+        if not part.size:
+            return None
+        m = metrics_from_ranks(part, kk)
+        return {k: m[k] for k in keys}
+
+    n = int(r.shape[0])
+    return {
+        "examples": n,
+        "unfitted_examples": int(mask.sum()),
+        "unfitted_share": float(mask.sum() / n) if n else 0.0,
+        "unfitted": figures(r[mask]),
+        "fitted": figures(r[~mask]),
+    }
 
 
 # ---- session length -----------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ A run directory holds
   which any metric at any K is recomputed without the model;
 * `ranks/{valid,test}-ties.npy`: per target, the other candidates scoring exactly its score (the
   optimistic rank is the rank minus this), and `ranks/{valid,test}-lengths.npy`: each example's
-  prefix length (runs written before these files exist read as "not recorded");
+  prefix length, and `ranks/{valid,test}-unfitted.npy`: the indices of the examples whose target
+  never occurs in the fitted sessions (runs written before these files exist read as "not recorded");
 * `checkpoint/{model,best}.safetensors` and `checkpoint/state.pt` (neural models; the state is
   tensors and plain values only, so it loads with `torch.load(weights_only=True)`).
 
@@ -355,6 +356,18 @@ class RunDir:
     def lengths_path(self, split: str) -> Path:
         """`ranks/<split>-lengths.npy`: the prefix length of each example."""
         return self.ranks_path(split).with_name(f"{split}-lengths.npy")
+
+    def unfitted_path(self, split: str) -> Path:
+        """`ranks/<split>-unfitted.npy`: indices of the examples whose target the fit never contains."""
+        return self.ranks_path(split).with_name(f"{split}-unfitted.npy")
+
+    def save_unfitted(self, split: str, index: np.ndarray) -> Path:
+        return save_ranks(self.unfitted_path(split), np.asarray(index))
+
+    def load_unfitted(self, split: str) -> np.ndarray | None:
+        """The stored indices of examples with a target never fitted, or None for a run that did not record them."""
+        path = self.unfitted_path(split)
+        return self._load_pinned(path, split) if path.is_file() else None
 
     def save_ties(self, split: str, ties: torch.Tensor | np.ndarray) -> Path:
         return save_ranks(self.ties_path(split), ties)

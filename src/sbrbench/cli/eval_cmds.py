@@ -118,6 +118,14 @@ def _print_honesty(res: dict[str, Any]) -> None:
         con.print(t)
     elif res.get("by_length_note"):
         con.print(f"per-length metrics: {res['by_length_note']}")
+    unfitted = res.get("unfitted")
+    if unfitted and unfitted["unfitted_examples"]:
+        on, off = unfitted["unfitted"] or {}, unfitted["fitted"] or {}
+        k = next((k for k in reversed(list(on)) if k.startswith("HR@")), None)  # the largest K
+        con.print(f"targets the fit never contains: {unfitted['unfitted_examples']:,} of {unfitted['examples']:,} "
+                  f"examples ({100 * unfitted['unfitted_share']:.2f}%)"
+                  + (f"; {k} {100 * on[k]:.2f}% on them, {100 * off[k]:.2f}% on the others" if k and k in off else ""),
+                  soft_wrap=True)
 
 
 def _print_compare(res: dict[str, Any], json_out: bool) -> None:

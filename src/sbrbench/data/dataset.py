@@ -183,6 +183,19 @@ class ProcessedDataset:
         idx = np.repeat(self.offsets[session] - offsets[:-1], lens) + np.arange(offsets[-1], dtype=np.int64)
         return FitSessions(items=self.items[idx].astype(np.int64), offsets=offsets, session=session, splits=names)
 
+    def unfitted_examples(self, split: str, fit_splits: Sequence[str]) -> np.ndarray:
+        """int64 (U,) ascending indices of the examples of `split` whose target item never occurs in
+        the fitted sessions of `fit_splits` (`fit_sessions`): no model fitted on them has seen it.
+
+        Where the validation split is held out of the fit (selection on validation), the items
+        that only its sessions contain are of this kind (e.g. about 5 % of the test targets of
+        GCE-GNN's Tmall and Nowplaying); the test set of a dataset preprocessed as its paper did
+        has none against the full training set.
+        """
+        seen = np.zeros(self.n_items, dtype=bool)
+        seen[self.fit_sessions(fit_splits).items] = True
+        return np.flatnonzero(~seen[self.examples(split).target]).astype(np.int64)
+
     # ---- statistics ----------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
         """The headline counts printed by `preprocess --json` and stored in the manifest.

@@ -10,7 +10,10 @@ run with a one-line error), keeps each final evaluation's tie counts and prefix 
 * `cost`: training seconds per epoch and in total, examples/s, peak memory (process RSS, or CUDA
   allocated on a GPU), evaluation latency per example (final test pass), parameter count, device,
   threads;
-* `leak_check`: the structure check's counts.
+* `leak_check`: the structure check's counts;
+* `unfitted_targets`: {split: `sbrbench.honesty.unfitted_summary`} — the share of examples whose
+  target no fitted session contains, and HR@K / MRR@K on them and on the others (the indices are
+  kept in `ranks/<split>-unfitted.npy`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 
 from sbrbench.audit import check_model_structures
 from sbrbench.errors import SbrError
-from sbrbench.honesty import DEFAULT_LENGTH_EDGES, length_breakdown, tie_summary
+from sbrbench.honesty import DEFAULT_LENGTH_EDGES, length_breakdown, tie_summary, unfitted_summary
 
 if TYPE_CHECKING:
     from sbrbench.config import RunConfig
@@ -58,6 +61,7 @@ class RunExtras:
         self.model, self.ds, self.cfg, self.run = model, ds, cfg, run
         self.ties: dict[str, Any] = {}
         self.by_length: dict[str, Any] = {}
+        self.unfitted: dict[str, Any] = {}
         self.latency: dict[str, float] = {}
         self.leak_check: dict[str, Any] | None = None
         self.t_start = time.perf_counter()
@@ -88,6 +92,10 @@ class RunExtras:
         if lengths.shape[0] == ranks.shape[0]:
             self.run.save_lengths(split, lengths)
             self.by_length[split] = length_breakdown(ranks, lengths, ks, DEFAULT_LENGTH_EDGES)
+        if ranks.ndim == 1 and lengths.shape[0] == ranks.shape[0]:  # one target per example: the split's own
+            unfitted = self.ds.unfitted_examples(split, tuple(self.cfg.fit_splits))
+            self.run.save_unfitted(split, unfitted)
+            self.unfitted[split] = unfitted_summary(ranks, unfitted, ks)
         self.latency[split] = seconds / max(int(ranks.shape[0]), 1)
 
     def cost(self, train_seconds: float, eval_seconds: float, history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -120,6 +128,8 @@ class RunExtras:
             out["ties"] = self.ties
         if self.by_length:
             out["by_length"] = self.by_length
+        if self.unfitted:
+            out["unfitted_targets"] = self.unfitted
         if self.leak_check is not None:
             out["leak_check"] = {k: v for k, v in self.leak_check.items() if k != "structures"} | {
                 "structures": [{k: v for k, v in r.items() if not k.endswith("_examples")}
