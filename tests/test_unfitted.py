@@ -96,9 +96,11 @@ def test_a_reproduced_table_notes_them(held_out, tmp_path: Path, monkeypatch: py
     groups = {tuple(g["fit_splits"]): g for g in out["unfitted_targets"]}
     assert set(groups) == {("train",), ("train", "valid")}
     assert groups[("train",)]["unfitted_examples"] == 2 and set(groups[("train",)]["hit_rate"]) == {"srgnn"}
-    assert groups[("train", "valid")]["unfitted_examples"] == 1 and set(groups[("train", "valid")]["hit_rate"]) == {"spop"}
+    both = groups[("train", "valid")]
+    assert both["unfitted_examples"] == 1 and set(both["hit_rate"]) == {"spop"}
     md = out["markdown"]
     assert ("66.67% of the heldout test examples (2) have a target that no session fitted on train contains "
-            "(items that only the validation sessions, held out for selection, hold); no row has seen") in md
+            "(1 of them: items that only the validation sessions, held out for selection, hold); no row saw these "
+            "targets in training") in md
     assert ("33.33% of the heldout test examples (1) have a target that no session fitted on train and valid "
-            "contains; no row has seen") in md
+            "contains; no row saw these targets in training") in md

@@ -607,28 +607,41 @@ class _UnfittedTargets:
         if not index.size:
             return
         hit = float(np.mean((ranks[index] >= 1) & (ranks[index] <= self.k)))
-        group = self._groups.setdefault((dataset, fit), {
-            "dataset": dataset, "fit_splits": list(fit), "examples": int(ranks.shape[0]),
-            "unfitted_examples": int(index.size), "k": self.k, "hit_rate": {}})
+        group = self._groups.get((dataset, fit))
+        if group is None:
+            group = self._groups[(dataset, fit)] = {
+                "dataset": dataset, "fit_splits": list(fit), "examples": int(ranks.shape[0]),
+                "unfitted_examples": int(index.size), "k": self.k, "hit_rate": {}}
+            if "valid" not in fit and "valid" in ds.splits:  # how many only the held-out sessions hold
+                group["validation_only_examples"] = int(index.size - ds.unfitted_examples("test", (*fit, "valid")).size)
         group["hit_rate"][label] = max(hit, group["hit_rate"].get(label, 0.0))
 
     def summary(self) -> list[dict[str, Any]]:
         return list(self._groups.values())
 
 
+def _how_many(part: int, whole: int) -> str:
+    return "all" if part == whole else f"{part:,}"
+
+
 def _unfitted_notes(out: dict[str, Any]) -> list[str]:
     notes = []
     for g in out.get("unfitted_targets") or ():
         share = 100 * g["unfitted_examples"] / max(g["examples"], 1)
-        best = max(g["hit_rate"].values())
-        held_out = "valid" not in g["fit_splits"]
+        held_out = bool(g.get("validation_only_examples"))
+        rates = g["hit_rate"]
+        if all(v == 0 for v in rates.values()):
+            seen = f"every row's hit rate @{g['k']} on them is 0 ({', '.join(rates)}), a ceiling they share"
+        else:
+            seen = (f"hit rate @{g['k']} on them: " + ", ".join(f"{m} {100 * v:.2f}%" for m, v in rates.items())
+                    + " (a row can still recommend an item clicked earlier in the same session)")
         notes.append(
             f"{share:.2f}% of the {g['dataset']} test examples ({g['unfitted_examples']:,}) have a target that no "
             f"session fitted on {' and '.join(g['fit_splits'])} contains"
-            + (" (items that only the validation sessions, held out for selection, hold)" if held_out else "")
-            + f"; no row has seen them in training ({', '.join(g['hit_rate'])}: hit rate @{g['k']} at most "
-            f"{100 * best:.2f}% on them), which caps every row alike"
-            + (" and is part of a Δ from figures fitted on the whole training set." if held_out else "."))
+            + (f" ({_how_many(g['validation_only_examples'], g['unfitted_examples'])} of them: items that only the "
+               "validation sessions, held out for selection, hold)" if held_out else "")
+            + f"; no row saw these targets in training: {seen}"
+            + ("; they are part of a Δ from figures fitted on the whole training set." if held_out else "."))
     return notes
 
 
