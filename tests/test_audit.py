@@ -248,3 +248,15 @@ def test_all_pairs_brute_force_agrees_on_small_data(clean) -> None:
     dst = np.array([p[1] for p in pairs])
     rep = PairAudit(clean, ("train",)).check("all", src, dst)
     assert rep["pairs"] == len(pairs) and rep["not_in_fit"] == 0
+
+
+def test_targets_only_the_validation_sessions_hold_are_reported_for_runs_that_select_on_validation() -> None:
+    g = hd.groups()
+    g["valid"][0] = [*g["valid"][0], 98]  # an item only a validation session holds
+    g["test"][0] = [*g["test"][0][:-1], 98]  # ... as a test target
+    rep = audit_dataset(hd.build(g, name="held", n_items=100))
+    c = rep["checks"]["unseen_targets"]
+    assert (c["unseen"], c["unseen_without_valid"]) == (0, 1)
+    (f,) = [f for f in rep["findings"] if f["check"] == "unseen_targets"]
+    assert f["message"].startswith("1 more test examples (") and "only the validation sessions contain (1 items)" in f["message"]
+    assert audit_dataset(hd.clean())["checks"]["unseen_targets"]["unseen_without_valid"] == 0

@@ -7,7 +7,9 @@ and valid, `ProcessedDataset.fit_sessions`):
   (`exact`), or a proper prefix of one (`prefix`); test examples whose prefix and target are the
   start of a training session (`examples`): a model that memorises training sessions answers them;
 * `unseen_targets` — test examples whose target never occurs in training (no model can rank it
-  from training data) and the number of such items;
+  from training data) and the number of such items; with a validation split, also those whose
+  target only the validation sessions contain (`unseen_without_valid`: a run that selects on
+  validation fits on the rest and cannot rank them either);
 * `repeats` — consecutive repeated clicks, and test examples whose target repeats the last click;
 * `crossing` — sessions read by both the fit splits and the test split (by design under
   leave-one-out protocols), test targets that the fit splits read (a leak), and, with session
@@ -175,17 +177,25 @@ def audit_dataset(ds: ProcessedDataset, *, edges: Sequence[int] = DEFAULT_EDGES,
             f"{d['examples']} test examples ({100 * d['examples_share']:.2f}%) have prefix and target "
             "at the start of a training session (memorising training sessions answers them)"))
 
-    # unseen targets
-    seen = np.zeros(ds.n_items, dtype=bool)
-    seen[fit.items] = True
-    unseen = ~seen[te.target]
+    # unseen targets: against the whole training set, and against it without the validation sessions
+    unseen = ds.unfitted_examples("test", FIT_SPLITS)
     unseen_items = np.unique(te.target[unseen])
-    checks["unseen_targets"] = {"test_examples": n_test, "unseen": int(unseen.sum()),
-                                "share": _share(int(unseen.sum()), n_test), "items": int(unseen_items.size)}
-    if unseen.any():
+    checks["unseen_targets"] = {"test_examples": n_test, "unseen": int(unseen.size),
+                                "share": _share(int(unseen.size), n_test), "items": int(unseen_items.size)}
+    if unseen.size:
         findings.append(_finding("unseen_targets", "warning",
-            f"{int(unseen.sum())} test examples ({100 * checks['unseen_targets']['share']:.2f}%) have a target "
+            f"{int(unseen.size)} test examples ({100 * checks['unseen_targets']['share']:.2f}%) have a target "
             f"never seen in training ({unseen_items.size} items): no model can rank them from training data"))
+    if len(ds.splits.get("valid", ())):
+        held = ds.unfitted_examples("test", ("train",))
+        extra = int(held.size - unseen.size)
+        checks["unseen_targets"] |= {"unseen_without_valid": int(held.size),
+                                     "share_without_valid": _share(int(held.size), n_test)}
+        if extra:
+            findings.append(_finding("unseen_targets", "warning",
+                f"{extra} more test examples ({100 * _share(extra, n_test):.2f}%) have a target that only the "
+                f"validation sessions contain ({np.unique(te.target[held]).size - unseen_items.size} items): a run "
+                "that selects on validation fits without them and cannot rank these targets either"))
 
     # consecutive repeats
     same = ds.items[1:] == ds.items[:-1]
@@ -334,6 +344,7 @@ def audit_summary(report: dict[str, Any]) -> dict[str, Any]:
             "duplicate_test_sessions_prefix": c["duplicates"]["prefix"],
             "duplicate_test_examples": c["duplicates"]["examples"],
             "unseen_test_targets": c["unseen_targets"]["unseen"],
+            "unseen_test_targets_without_valid": c["unseen_targets"].get("unseen_without_valid"),
             "consecutive_repeats": c["repeats"]["consecutive_clicks"],
             "test_target_is_last_click_share": round(c["repeats"]["test_target_is_last_click_share"], 4),
             "shared_sessions": c["crossing"]["shared_sessions"],
