@@ -548,7 +548,7 @@ def reproduce(
             if on_subset and not row.neural:
                 rows[-1]["data"] = f"top {bud.top_items} items"
             rows[-1]["seed"] = row_seed
-            unfitted.add(dname, row.entry.label, rec, subset if on_subset else ds)
+            unfitted.add(dname, row.entry.label, rec, subset if on_subset else ds, rows[-1]["data"])
     if unavailable and not rows:
         raise SbrError("nothing to reproduce: " + "; ".join(f"{name}: {why}" for name, why in unavailable.items()))
     if bud.seeds > 1:
@@ -587,9 +587,9 @@ class _UnfittedTargets:
     def __init__(self, k: int) -> None:
         self.k = k
         self._index: dict[tuple[int, tuple[str, ...]], Any] = {}
-        self._groups: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
+        self._groups: dict[tuple[str, str, tuple[str, ...]], dict[str, Any]] = {}
 
-    def add(self, dataset: str, label: str, rec: dict[str, Any], ds: ProcessedDataset) -> None:
+    def add(self, dataset: str, label: str, rec: dict[str, Any], ds: ProcessedDataset, data: str = "full") -> None:
         import numpy as np
 
         run = RunDir(rec["run_dir"])
@@ -607,10 +607,10 @@ class _UnfittedTargets:
         if not index.size:
             return
         hit = float(np.mean((ranks[index] >= 1) & (ranks[index] <= self.k)))
-        group = self._groups.get((dataset, fit))
+        group = self._groups.get((dataset, data, fit))
         if group is None:
-            group = self._groups[(dataset, fit)] = {
-                "dataset": dataset, "fit_splits": list(fit), "examples": int(ranks.shape[0]),
+            group = self._groups[(dataset, data, fit)] = {
+                "dataset": dataset, "data": data, "fit_splits": list(fit), "examples": int(ranks.shape[0]),
                 "unfitted_examples": int(index.size), "k": self.k, "hit_rate": {}}
             if "valid" not in fit and "valid" in ds.splits:  # how many only the held-out sessions hold
                 group["validation_only_examples"] = int(index.size - ds.unfitted_examples("test", (*fit, "valid")).size)
@@ -636,7 +636,9 @@ def _unfitted_notes(out: dict[str, Any]) -> list[str]:
             seen = (f"hit rate @{g['k']} on them: " + ", ".join(f"{m} {100 * v:.2f}%" for m, v in rates.items())
                     + " (a row can still recommend an item clicked earlier in the same session)")
         notes.append(
-            f"{share:.2f}% of the {g['dataset']} test examples ({g['unfitted_examples']:,}) have a target that no "
+            f"{share:.2f}% of the {g['dataset']} test examples"
+            + ("" if g.get("data", "full") == "full" else f" ({g['data']})")
+            + f" ({g['unfitted_examples']:,}) have a target that no "
             f"session fitted on {' and '.join(g['fit_splits'])} contains"
             + (f" ({_how_many(g['validation_only_examples'], g['unfitted_examples'])} of them: items that only the "
                "validation sessions, held out for selection, hold)" if held_out else "")
