@@ -205,3 +205,13 @@ def test_report_in_a_real_headless_browser(written: tuple[dict, Path], tmp_path:
         keep.mkdir(parents=True, exist_ok=True)
         shutil.copy(out, keep / "report.html")
         shutil.copy(shot, keep / "report-screenshot.png")
+
+
+def test_a_resumed_run_shows_each_resumption_in_its_provenance(tmp_path: Path) -> None:
+    run = _run(tmp_path, "diginetica", "srgnn", 7, test={"P@20": 0.5, "MRR@20": 0.2}, epochs=[(5.0, 0.1), (4.0, 0.2)])
+    run.note_resume({"start_time": "2026-01-02T00:00:00Z", "git": {"commit": "fedcba98" * 5, "dirty": False},
+                     "hostname": "gpu-box", "device": "cuda:0"})
+    write_report(tmp_path, tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "resumed (1)" in page
+    assert "2026-01-02T00:00:00Z on gpu-box, cuda:0, git fedcba98fedc (another commit than the start)" in page

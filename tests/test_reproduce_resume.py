@@ -96,8 +96,16 @@ def test_a_table_run_stopped_inside_an_epoch_resumes_from_that_batch(tiny_table,
     assert row["epoch_part_done"] == pytest.approx(2 / stopped["batches"])
     seconds = float(RunDir(Path(row["run_dir"])).read_history()[0]["seconds"])
     assert row["eta_seconds"] == pytest.approx(seconds * (3 - 1 - 2 / stopped["batches"]))
+    env_path = RunDir(Path(row["run_dir"])).env_path
+    started = json.loads(env_path.read_text())
+    assert "resumes" not in started
     resumed = reproduce(table, budget="tiny", data_dir=data, results_dir=part)
     assert [r["ours"] for r in resumed["rows"]] == [r["ours"] for r in full["rows"]]
+    env = json.loads(env_path.read_text())  # the start kept, the resumption's own provenance added
+    assert env["start_time"] == started["start_time"] and env["git"] == started["git"] and env["end_time"]
+    (again,) = env["resumes"]
+    assert again["time"] and again["git"] == started["git"] and again["hostname"] == started["hostname"]
+    assert again["versions"] == started["versions"] and again["command"]
 
 
 def test_status_on_the_command_line_says_what_is_left(tiny_table, tmp_path: Path, monkeypatch) -> None:

@@ -300,6 +300,11 @@ def _provenance(r: dict[str, Any]) -> list[tuple[str, str]]:
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v) or "–"),
         ("host", " · ".join(str(x) for x in (env.get("hostname"), env.get("platform")) if x) or "–"),
     ]
+    for i, again in enumerate(env.get("resumes") or (), start=1):
+        commit = (again.get("git") or {}).get("commit") or "unknown"
+        items.append((f"resumed ({i})", f"{again.get('time', '?')} on {again.get('hostname', '?')}, "
+                      f"{again.get('device', '?')}, git {commit[:12]}"
+                      + (" (another commit than the start)" if commit != (git.get("commit") or "unknown") else "")))
     return items
 
 

@@ -7,7 +7,8 @@ A run directory holds
 * `metrics.json`: what came out, with a `status` (complete / interrupted / failed);
 * `history.csv`: one row per epoch;
 * `env.json`: git hash, package versions, device, seed, determinism flags, command line, dataset
-  checksum, host, times;
+  checksum, host, times; a resumed run keeps its start and lists each resumption's own git hash,
+  versions, device, host and command under `resumes`;
 * `ranks/{valid,test}.npy`: the pessimistic rank of every target (int32, (N,) or (N, T)), from
   which any metric at any K is recomputed without the model;
 * `ranks/{valid,test}-ties.npy`: per target, the other candidates scoring exactly its score (the
@@ -245,6 +246,18 @@ class RunDir:
 
     def write_env(self, env: dict[str, Any]) -> None:
         atomic_write_json(self.env_path, env)
+
+    def note_resume(self, env: dict[str, Any]) -> None:
+        """Append a resumption's provenance to `env.json` `resumes` (git, versions, device, host, command,
+        time): a run continued under other code or on another machine says so."""
+        if not self.env_path.is_file():
+            self.write_env(env)
+            return
+        record = json.loads(self.env_path.read_text(encoding="utf-8"))
+        keep = ("git", "versions", "device", "device_name", "determinism", "command", "hostname", "platform")
+        entry = {"time": env.get("start_time"), **{k: env.get(k) for k in keep}}
+        record["resumes"] = [*(record.get("resumes") or []), entry]
+        atomic_write_json(self.env_path, record)
 
     def finish_env(self) -> None:
         """Stamp the end time into `env.json`."""

@@ -132,8 +132,11 @@ def train(
         run.write_sidecar(name, note)
     determinism = {**seed_everything(cfg.seed, device), **precision_flags}
     checksum = dataset_checksum(ds, ds_dir)
-    if resume is None or not run.env_path.is_file():
-        run.write_env(environment(device, cfg.seed, determinism, checksum))
+    env = environment(device, cfg.seed, determinism, checksum)
+    if resume is None:
+        run.write_env(env)
+    else:
+        run.note_resume(env)  # env.json keeps the start; each resumption adds its own provenance
     try:
         trainer = Trainer(cfg, run, ds, ds_dir, checksum, callback)
     except BaseException:
