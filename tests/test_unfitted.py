@@ -72,6 +72,11 @@ def test_a_run_records_them_and_evaluate_shows_them(
     assert p.returncode == 0, p.stderr
     assert "targets the fit never contains: 2 of 3 examples (66.67%); HR@3 0.00% on them, 100.00% on the others" \
         in p.stdout
+    p = _cli("leaderboard", "--results-dir", str(tmp_path / "res"), capsys=capsys)
+    line = ("heldout, validation-selected runs: 66.67% of the test examples have a target that no fitted session "
+            "contains (no model saw it in training; `sbrbench evaluate RUN` shows the hit rate on them)")
+    assert p.returncode == 0 and line in p.stdout
+    assert line + "." in (tmp_path / "res" / "leaderboard.md").read_text()
     # a run recorded before the file existed: found again from its dataset
     run.unfitted_path("test").unlink()
     metrics = run.read_metrics()

@@ -118,6 +118,7 @@ def collect_runs(
             "mtime": mpath.stat().st_mtime,
             "budget": budget_label(run.read_sidecar(TUNE_NOTE)),  # "untuned" or "tuned, N trials"
             "values": values,
+            "unfitted_share": ((rec.get("unfitted_targets") or {}).get(split) or {}).get("unfitted_share"),
         })
     return runs, skipped
 
@@ -154,6 +155,7 @@ def build_leaderboard(
             "mode": MODES.get(sel, sel), "budget": budget, "n": len(rs),
             "seeds": sorted((r["seed"] for r in rs if r["seed"] is not None), key=str),
             "runs": [{"run_dir": r["run_dir"], "seed": r["seed"], "values": r["values"]} for r in rs],
+            "unfitted_share": max((r["unfitted_share"] for r in rs if r["unfitted_share"] is not None), default=None),
         }
         for m in mets:
             vals = np.array([r["values"][m] for r in rs if m in r["values"]], dtype=np.float64)
@@ -205,6 +207,19 @@ def display_rows(lb: Leaderboard) -> tuple[list[str], list[list[str]]]:
     return header, out
 
 
+def unfitted_lines(lb: Leaderboard) -> list[str]:
+    """One line per dataset and selection whose runs record examples with a target no fitted session
+    contains (`metrics.json` `unfitted_targets`): no model saw those targets in training."""
+    shares: dict[tuple[str, str], float] = {}
+    for r in lb.rows:
+        if r.get("unfitted_share"):
+            key = (r["dataset"], r["select_on"])
+            shares[key] = max(shares.get(key, 0.0), float(r["unfitted_share"]))
+    return [f"{ds}, {MODES.get(sel, sel)} runs: {100 * s:.2f}% of the {lb.split} examples have a target that no "
+            f"fitted session contains (no model saw it in training; `sbrbench evaluate RUN` shows the hit rate on them)"
+            for (ds, sel), s in sorted(shares.items())]
+
+
 def render_leaderboard_markdown(lb: Leaderboard) -> str:
     """The leaderboard as Markdown: one table per (dataset, protocol), test-selected rows apart."""
     from tabulate import tabulate
@@ -233,6 +248,7 @@ def render_leaderboard_markdown(lb: Leaderboard) -> str:
                                tablefmt="github", disable_numparse=True), ""]
     if not lb.rows:
         lines += ["(no complete runs)", ""]
+    lines += [line for u in unfitted_lines(lb) for line in (u + ".", "")]
     if lb.skipped:
         lines += [f"{len(lb.skipped)} run(s) skipped (incomplete or unreadable).", ""]
     if len({r.get("budget", UNTUNED) for r in lb.rows}) > 1:

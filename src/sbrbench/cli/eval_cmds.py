@@ -197,6 +197,8 @@ def leaderboard(
     con.print(t)
     if same:  # printed, not a caption: a caption wraps to the table's width, a narrow table's to a few letters
         con.print(_pairs(same))
+    for line in lbm.unfitted_lines(lb):
+        con.print(line)
     if lb.rows:
         names = ["dataset", "model", "selection"] + header[len(header) - n_cost:]
         grid = [[r["dataset"], r["model"], r["select_on"], *cells[len(header) - n_cost:]]
